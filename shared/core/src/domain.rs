@@ -1,0 +1,577 @@
+//! Domain types. Each validates on construction, so a value that exists is a valid one.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, AgentId, CaseId, ContactId, RuleId, SurveyRequestId, TenantId, TicketId};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("'{0}' is not a valid email address")]
+    InvalidEmail(String),
+    #[error("an NPS score is a whole number from 0 to 10, got '{0}'")]
+    InvalidNpsScore(String),
+    #[error("a CSAT rating is one of positive, neutral or negative, got '{0}'")]
+    InvalidCsat(String),
+    #[error("a comment may hold at most {max} characters, got {got}")]
+    CommentTooLong { max: usize, got: usize },
+    #[error("'{0}' is not a known IANA time zone (for example Europe/Warsaw)")]
+    InvalidTimeZone(String),
+    #[error("{field} {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// An email address: one '@', a dotted domain, no spaces or angle brackets, at most 254 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let s = s.trim();
+        let bad = || DomainError::InvalidEmail(s.chars().take(80).collect());
+        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)) {
+            return Err(bad());
+        }
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        if local.is_empty()
+            || local.len() > 64
+            || domain.contains('@')
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+        {
+            return Err(bad());
+        }
+        Ok(Email(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Email {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Email::parse(&s)
+    }
+}
+impl From<Email> for String {
+    fn from(e: Email) -> String {
+        e.0
+    }
+}
+impl std::fmt::Display for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which question a tenant asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SurveyKind {
+    Csat,
+    Nps,
+}
+
+/// NPS 0-10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct NpsScore(u8);
+
+impl NpsScore {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        s.trim()
+            .parse::<u8>()
+            .ok()
+            .and_then(|n| Self::new(n).ok())
+            .ok_or_else(|| DomainError::InvalidNpsScore(s.chars().take(20).collect()))
+    }
+    pub fn new(n: u8) -> Result<Self, DomainError> {
+        if n <= 10 {
+            Ok(NpsScore(n))
+        } else {
+            Err(DomainError::InvalidNpsScore(n.to_string()))
+        }
+    }
+    pub fn value(self) -> u8 {
+        self.0
+    }
+    /// The band of this score; `detractor_max` is the tenant's threshold (6 by default).
+    pub fn band(self, detractor_max: u8) -> NpsBand {
+        match self.0 {
+            n if n <= detractor_max => NpsBand::Detractor,
+            9 | 10 => NpsBand::Promoter,
+            _ => NpsBand::Passive,
+        }
+    }
+}
+
+impl TryFrom<u8> for NpsScore {
+    type Error = DomainError;
+    fn try_from(n: u8) -> Result<Self, DomainError> {
+        NpsScore::new(n)
+    }
+}
+impl From<NpsScore> for u8 {
+    fn from(s: NpsScore) -> u8 {
+        s.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NpsBand {
+    Detractor,
+    Passive,
+    Promoter,
+}
+
+/// CSAT: three faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CsatValue {
+    Positive,
+    Neutral,
+    Negative,
+}
+
+impl CsatValue {
+    pub const ALL: [CsatValue; 3] = [CsatValue::Positive, CsatValue::Neutral, CsatValue::Negative];
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "positive" => Ok(CsatValue::Positive),
+            "neutral" => Ok(CsatValue::Neutral),
+            "negative" => Ok(CsatValue::Negative),
+            _ => Err(DomainError::InvalidCsat(s.chars().take(20).collect())),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CsatValue::Positive => "positive",
+            CsatValue::Neutral => "neutral",
+            CsatValue::Negative => "negative",
+        }
+    }
+}
+
+/// A rating: CSAT or NPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Rating {
+    Csat(CsatValue),
+    Nps(NpsScore),
+}
+
+impl Rating {
+    /// Parses the value of a rating of the given kind, as it appears in a link or a form.
+    pub fn parse(kind: SurveyKind, value: &str) -> Result<Self, DomainError> {
+        match kind {
+            SurveyKind::Csat => CsatValue::parse(value).map(Rating::Csat),
+            SurveyKind::Nps => NpsScore::parse(value).map(Rating::Nps),
+        }
+    }
+    pub fn kind(self) -> SurveyKind {
+        match self {
+            Rating::Csat(_) => SurveyKind::Csat,
+            Rating::Nps(_) => SurveyKind::Nps,
+        }
+    }
+    /// The value as it appears in links and reports ("positive", "7").
+    pub fn value_string(self) -> String {
+        match self {
+            Rating::Csat(v) => v.as_str().to_string(),
+            Rating::Nps(s) => s.value().to_string(),
+        }
+    }
+}
+
+/// A customer's free-text comment: trimmed, at most 5,000 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Comment(String);
+
+impl Comment {
+    pub const MAX_CHARS: usize = 5000;
+    /// `None` for an empty comment.
+    pub fn parse(s: &str) -> Result<Option<Self>, DomainError> {
+        let t = s.trim();
+        let n = t.chars().count();
+        if n > Self::MAX_CHARS {
+            return Err(DomainError::CommentTooLong {
+                max: Self::MAX_CHARS,
+                got: n,
+            });
+        }
+        Ok((!t.is_empty()).then(|| Comment(t.to_string())))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Comment {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Comment::parse(&s)?.ok_or(DomainError::Invalid {
+            field: "comment",
+            reason: "must not be empty".into(),
+        })
+    }
+}
+impl From<Comment> for String {
+    fn from(c: Comment) -> String {
+        c.0
+    }
+}
+
+/// A validated IANA time zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZone(chrono_tz::Tz);
+
+impl TimeZone {
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        s.parse::<chrono_tz::Tz>()
+            .map(TimeZone)
+            .map_err(|_| DomainError::InvalidTimeZone(s.chars().take(60).collect()))
+    }
+    pub fn tz(self) -> chrono_tz::Tz {
+        self.0
+    }
+}
+impl TryFrom<String> for TimeZone {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        TimeZone::parse(&s)
+    }
+}
+impl From<TimeZone> for String {
+    fn from(t: TimeZone) -> String {
+        t.0.name().to_string()
+    }
+}
+
+/// A tenant of closedloop: one helpdesk's customer-feedback loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The settings a helpdesk admin edits. Every field is validated by its type or `validate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub time_zone: TimeZone,
+    pub survey_kind: SurveyKind,
+    /// Hours between a ticket's close and its rating request; 0 sends at once.
+    pub survey_delay_hours: u32,
+    /// Minutes a rating may still be changed before `review.received` fires; 0 fires at once.
+    pub change_window_minutes: u32,
+    /// NPS scores up to this one are detractors (6 by default).
+    pub detractor_max_score: u8,
+    /// The brand shown on rating pages and in emails.
+    pub brand_name: String,
+    /// `#rrggbb`.
+    pub brand_color: String,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            time_zone: TimeZone(chrono_tz::UTC),
+            survey_kind: SurveyKind::Csat,
+            survey_delay_hours: 0,
+            change_window_minutes: 5,
+            detractor_max_score: 6,
+            brand_name: "Support".into(),
+            brand_color: "#2563eb".into(),
+        }
+    }
+}
+
+impl TenantSettings {
+    pub const MAX_SURVEY_DELAY_HOURS: u32 = 24 * 30;
+    pub const MAX_CHANGE_WINDOW_MINUTES: u32 = 24 * 60;
+
+    /// Checks the rules no type expresses. Errors name the field.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if self.survey_delay_hours > Self::MAX_SURVEY_DELAY_HOURS {
+            return Err(DomainError::Invalid {
+                field: "survey_delay_hours",
+                reason: format!("must be at most {} (30 days)", Self::MAX_SURVEY_DELAY_HOURS),
+            });
+        }
+        if self.change_window_minutes > Self::MAX_CHANGE_WINDOW_MINUTES {
+            return Err(DomainError::Invalid {
+                field: "change_window_minutes",
+                reason: format!("must be at most {} (one day)", Self::MAX_CHANGE_WINDOW_MINUTES),
+            });
+        }
+        if !(6..=7).contains(&self.detractor_max_score) {
+            return Err(DomainError::Invalid {
+                field: "detractor_max_score",
+                reason: "must be 6 (scores 0-6 are detractors) or 7 ('7 or less')".into(),
+            });
+        }
+        let name_len = self.brand_name.trim().chars().count();
+        if name_len == 0 || name_len > 80 {
+            return Err(DomainError::Invalid {
+                field: "brand_name",
+                reason: "must be 1 to 80 characters".into(),
+            });
+        }
+        let c = self.brand_color.as_bytes();
+        if c.len() != 7 || c[0] != b'#' || !c[1..].iter().all(u8::is_ascii_hexdigit) {
+            return Err(DomainError::Invalid {
+                field: "brand_color",
+                reason: "must be a colour like #2563eb".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A helpdesk agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: AgentId,
+    pub name: String,
+    pub email: Email,
+    /// Off: the agent gets no notification emails (sends are recorded as suppressed).
+    pub email_notifications: bool,
+}
+
+/// A customer account (company) in the helpdesk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerAccount {
+    pub id: AccountId,
+    pub name: String,
+}
+
+/// A person at a customer account who raised tickets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: ContactId,
+    pub name: String,
+    pub email: Email,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<CustomerAccount>,
+}
+
+/// What closedloop knows of a ticket, as the helpdesk last told it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketSnapshot {
+    pub id: TicketId,
+    pub subject: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<Agent>,
+    pub contact: Contact,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TicketSnapshot {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        let n = self.subject.chars().count();
+        if n > 500 {
+            return Err(DomainError::Invalid {
+                field: "ticket.subject",
+                reason: "must be at most 500 characters".into(),
+            });
+        }
+        if self.status.is_empty() || self.status.len() > 64 {
+            return Err(DomainError::Invalid {
+                field: "ticket.status",
+                reason: "must be 1 to 64 characters".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SurveyStatus {
+    /// Waiting for its send time.
+    Scheduled,
+    Sent,
+    /// Not sent: the ticket reopened, the contact unsubscribed, or it was superseded.
+    Cancelled,
+}
+
+/// One rating request for one ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurveyRequest {
+    pub id: SurveyRequestId,
+    pub tenant_id: TenantId,
+    pub kind: SurveyKind,
+    pub ticket: TicketSnapshot,
+    pub due_at: DateTime<Utc>,
+    pub status: SurveyStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A customer's answer to a survey request (or a survey provider's response).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    pub tenant_id: TenantId,
+    pub survey_request_id: SurveyRequestId,
+    pub ticket_id: TicketId,
+    pub rating: Rating,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    pub contact_id: ContactId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<AccountId>,
+    pub recorded_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// When a rule runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    ReviewReceived,
+    TicketCreated,
+    TicketClosed,
+    CaseOpened,
+    CaseClosed,
+    CaseSlaBreached,
+}
+
+impl Trigger {
+    pub fn event_type(self) -> crate::event::EventType {
+        use crate::event::EventType as E;
+        match self {
+            Trigger::ReviewReceived => E::ReviewReceived,
+            Trigger::TicketCreated => E::TicketCreated,
+            Trigger::TicketClosed => E::TicketClosed,
+            Trigger::CaseOpened => E::CaseOpened,
+            Trigger::CaseClosed => E::CaseClosed,
+            Trigger::CaseSlaBreached => E::CaseSlaBreached,
+        }
+    }
+    pub fn for_event(t: crate::event::EventType) -> Option<Self> {
+        [
+            Trigger::ReviewReceived,
+            Trigger::TicketCreated,
+            Trigger::TicketClosed,
+            Trigger::CaseOpened,
+            Trigger::CaseClosed,
+            Trigger::CaseSlaBreached,
+        ]
+        .into_iter()
+        .find(|tr| tr.event_type() == t)
+    }
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Email fixed addresses. Subject and body are templates over the event.
+    SendEmail {
+        to: Vec<Email>,
+        subject: String,
+        body: String,
+    },
+}
+
+/// An automation rule. (The full condition language arrives with the rules engine.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: RuleId,
+    pub name: String,
+    pub enabled: bool,
+    pub trigger: Trigger,
+    pub actions: Vec<Action>,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    Open,
+    Closed,
+}
+
+/// A follow-up case opened for a review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub id: CaseId,
+    pub tenant_id: TenantId,
+    pub survey_request_id: SurveyRequestId,
+    pub ticket_id: TicketId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<AgentId>,
+    pub status: CaseStatus,
+    pub opened_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub sla_breached: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nps_scores_are_0_to_10_and_banded_by_the_tenant_threshold() {
+        assert_eq!(NpsScore::parse("0").unwrap().value(), 0);
+        assert_eq!(NpsScore::parse(" 10 ").unwrap().value(), 10);
+        for bad in ["11", "-1", "7.5", "", "ten"] {
+            assert!(NpsScore::parse(bad).is_err(), "{bad}");
+        }
+        let seven = NpsScore::new(7).unwrap();
+        assert_eq!(seven.band(6), NpsBand::Passive);
+        assert_eq!(seven.band(7), NpsBand::Detractor);
+        assert_eq!(NpsScore::new(9).unwrap().band(6), NpsBand::Promoter);
+        assert_eq!(NpsScore::new(6).unwrap().band(6), NpsBand::Detractor);
+    }
+
+    #[test]
+    fn emails_must_look_like_addresses() {
+        assert!(Email::parse("ann@example.com").is_ok());
+        for bad in ["ann", "ann@", "@x.com", "a b@x.com", "a@x", "a@@x.com", "a@x..com", "<a@x.com>"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn comments_are_trimmed_and_bounded() {
+        assert_eq!(Comment::parse("  ").unwrap(), None);
+        assert_eq!(Comment::parse(" hi ").unwrap().unwrap().as_str(), "hi");
+        assert!(Comment::parse(&"x".repeat(5001)).is_err());
+    }
+
+    #[test]
+    fn settings_validation_names_the_field() {
+        let mut s = TenantSettings::default();
+        assert!(s.validate().is_ok());
+        s.brand_color = "blue".into();
+        assert!(s.validate().unwrap_err().to_string().starts_with("brand_color"));
+        let json = r##"{"time_zone":"Mars/Base","survey_kind":"csat","survey_delay_hours":1,"change_window_minutes":5,"detractor_max_score":6,"brand_name":"x","brand_color":"#000000"}"##;
+        assert!(serde_json::from_str::<TenantSettings>(json).unwrap_err().to_string().contains("Mars/Base"));
+    }
+
+    #[test]
+    fn ratings_parse_per_kind() {
+        assert_eq!(Rating::parse(SurveyKind::Csat, "negative").unwrap(), Rating::Csat(CsatValue::Negative));
+        assert!(Rating::parse(SurveyKind::Csat, "7").is_err());
+        assert_eq!(Rating::parse(SurveyKind::Nps, "7").unwrap().value_string(), "7");
+    }
+}

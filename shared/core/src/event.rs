@@ -1,0 +1,175 @@
+//! The event envelope every domain event travels in, and the catalogue of event types.
+//! See `docs/events.md`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use crate::ids::{RuleId, TenantId};
+
+/// EventBridge `Source` of every closedloop event.
+pub const EVENT_SOURCE: &str = "closedloop";
+/// Chains of rule-caused events stop at this depth (loop protection).
+pub const MAX_EVENT_DEPTH: u32 = 10;
+
+/// The domain event types. The string form is the EventBridge `DetailType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "ticket.created")]
+    TicketCreated,
+    #[serde(rename = "ticket.closed")]
+    TicketClosed,
+    #[serde(rename = "ticket.reopened")]
+    TicketReopened,
+    #[serde(rename = "ticket.status_changed")]
+    TicketStatusChanged,
+    #[serde(rename = "ticket.tag_added")]
+    TicketTagAdded,
+    #[serde(rename = "ticket.customer_message")]
+    TicketCustomerMessage,
+    #[serde(rename = "survey.sent")]
+    SurveySent,
+    #[serde(rename = "review.recorded")]
+    ReviewRecorded,
+    #[serde(rename = "review.received")]
+    ReviewReceived,
+    #[serde(rename = "review.comment_added")]
+    ReviewCommentAdded,
+    #[serde(rename = "case.opened")]
+    CaseOpened,
+    #[serde(rename = "case.closed")]
+    CaseClosed,
+    #[serde(rename = "case.sla_breached")]
+    CaseSlaBreached,
+    #[serde(rename = "action.requested")]
+    ActionRequested,
+    #[serde(rename = "action.completed")]
+    ActionCompleted,
+    #[serde(rename = "action.failed")]
+    ActionFailed,
+    #[serde(rename = "account.flag_changed")]
+    AccountFlagChanged,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 17] = [
+        EventType::TicketCreated,
+        EventType::TicketClosed,
+        EventType::TicketReopened,
+        EventType::TicketStatusChanged,
+        EventType::TicketTagAdded,
+        EventType::TicketCustomerMessage,
+        EventType::SurveySent,
+        EventType::ReviewRecorded,
+        EventType::ReviewReceived,
+        EventType::ReviewCommentAdded,
+        EventType::CaseOpened,
+        EventType::CaseClosed,
+        EventType::CaseSlaBreached,
+        EventType::ActionRequested,
+        EventType::ActionCompleted,
+        EventType::ActionFailed,
+        EventType::AccountFlagChanged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TicketCreated => "ticket.created",
+            EventType::TicketClosed => "ticket.closed",
+            EventType::TicketReopened => "ticket.reopened",
+            EventType::TicketStatusChanged => "ticket.status_changed",
+            EventType::TicketTagAdded => "ticket.tag_added",
+            EventType::TicketCustomerMessage => "ticket.customer_message",
+            EventType::SurveySent => "survey.sent",
+            EventType::ReviewRecorded => "review.recorded",
+            EventType::ReviewReceived => "review.received",
+            EventType::ReviewCommentAdded => "review.comment_added",
+            EventType::CaseOpened => "case.opened",
+            EventType::CaseClosed => "case.closed",
+            EventType::CaseSlaBreached => "case.sla_breached",
+            EventType::ActionRequested => "action.requested",
+            EventType::ActionCompleted => "action.completed",
+            EventType::ActionFailed => "action.failed",
+            EventType::AccountFlagChanged => "account.flag_changed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The envelope. It is the EventBridge `Detail` of every event, whole.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub tenant_id: TenantId,
+    pub event_id: Ulid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub occurred_at: DateTime<Utc>,
+    /// The first event of the chain this one belongs to.
+    pub correlation_id: Ulid,
+    /// The event that directly caused this one (itself for a chain's first event).
+    pub causation_id: Ulid,
+    /// 0 for events from outside; one more than the cause for events caused by rules.
+    pub depth: u32,
+    /// The rule whose action caused this event, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performed_by: Option<RuleId>,
+    /// Event-type-specific payload.
+    pub data: serde_json::Value,
+}
+
+impl EventEnvelope {
+    /// A new chain: an event that nothing inside closedloop caused.
+    pub fn new_root(
+        tenant_id: TenantId,
+        event_type: EventType,
+        occurred_at: DateTime<Utc>,
+        data: serde_json::Value,
+    ) -> Self {
+        let event_id = Ulid::new();
+        EventEnvelope {
+            tenant_id,
+            event_id,
+            event_type,
+            occurred_at,
+            correlation_id: event_id,
+            causation_id: event_id,
+            depth: 0,
+            performed_by: None,
+            data,
+        }
+    }
+
+    /// An event caused by this one, in the same chain.
+    pub fn caused(
+        &self,
+        event_type: EventType,
+        occurred_at: DateTime<Utc>,
+        performed_by: Option<RuleId>,
+        data: serde_json::Value,
+    ) -> Self {
+        EventEnvelope {
+            tenant_id: self.tenant_id.clone(),
+            event_id: Ulid::new(),
+            event_type,
+            occurred_at,
+            correlation_id: self.correlation_id,
+            causation_id: self.event_id,
+            depth: if performed_by.is_some() || self.performed_by.is_some() {
+                self.depth + 1
+            } else {
+                self.depth
+            },
+            performed_by: performed_by.or_else(|| self.performed_by.clone()),
+            data,
+        }
+    }
+}
