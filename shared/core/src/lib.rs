@@ -1,8 +1,22 @@
 //! closedloop core: the domain, the ports, and the use cases. It knows no AWS, no HTTP client
 //! and no SQLite; adapters implement its ports.
 
+pub mod automation;
 pub mod domain;
 pub mod event;
+pub mod idempotency;
 pub mod ids;
+pub mod ingest;
+pub mod keys;
+pub mod outbox;
 pub mod ports;
+pub mod ratings;
+pub mod records;
+pub mod relay;
+pub mod signature;
 pub mod store;
+pub mod surveys;
+pub mod sweeps;
+pub mod templates;
+pub mod tenancy;
+pub mod tokens;

@@ -1,0 +1,231 @@
+//! Rules and actions: the `rules` function turns a domain event into `action.requested`
+//! events (one per action of each matching rule), recording every decision in the audit trail;
+//! the `actions` function executes each exactly once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Action, Rule, Trigger};
+use crate::event::{EventEnvelope, EventType, MAX_EVENT_DEPTH};
+use crate::ids::{RuleId, TenantId};
+use crate::idempotency::{self, Begin, IdempotencyConfig, IdempotencyError};
+use crate::keys;
+use crate::outbox::outbox_put;
+use crate::ports::{MailError, Mailer, OutgoingEmail};
+use crate::records::{read_record, record_item};
+use crate::store::{CancelReason, Condition, Item, ItemStore, Key, Query, SortKeyCondition, StoreError, WriteOp};
+use crate::templates;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AutomationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error("action.requested event {0} is unreadable: {1}")]
+    BadRequest(ulid::Ulid, String),
+    #[error("action {0} is being executed by another invocation; retry later")]
+    InProgress(String),
+}
+
+impl AutomationError {
+    /// Worth a retry (the function fails the invocation so EventBridge/Lambda retries).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AutomationError::Store(e) | AutomationError::Idempotency(IdempotencyError::Store(e)) => e.is_transient(),
+            AutomationError::Mail(MailError::Transient(_)) | AutomationError::InProgress(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The payload of `action.requested`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    pub rule_id: RuleId,
+    pub rule_name: String,
+    pub action_index: usize,
+    pub action: Action,
+    /// The event that made the rule match.
+    pub cause: EventEnvelope,
+}
+
+pub async fn save_rule(store: &dyn ItemStore, tenant: &TenantId, rule: &Rule) -> Result<(), StoreError> {
+    store.put(record_item(&keys::rule(tenant, rule.id), "rule", rule), None).await
+}
+
+/// The tenant's rules (one partition; a tenant has at most a few thousand).
+pub async fn load_rules(store: &dyn ItemStore, tenant: &TenantId) -> Result<Vec<Rule>, StoreError> {
+    let mut rules = Vec::new();
+    let mut start = None;
+    loop {
+        let page = store
+            .query(
+                Query::partition(keys::rules_partition(tenant))
+                    .sk(SortKeyCondition::BeginsWith("RULE#".into()))
+                    .start_after(start),
+            )
+            .await?;
+        for item in &page.items {
+            rules.push(read_record(item)?);
+        }
+        match page.last_evaluated {
+            Some(last) => start = Some(last),
+            None => return Ok(rules),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Verdict {
+    Matched { actions_requested: usize },
+    /// A rule never re-fires on a chain it started.
+    SkippedOwnChain,
+    /// The chain reached the depth limit.
+    StoppedAtDepth { depth: u32 },
+}
+
+fn ticket_of(event: &EventEnvelope) -> Option<String> {
+    event.data["ticket"]["id"]
+        .as_str()
+        .or_else(|| event.data["review"]["ticket_id"].as_str())
+        .map(str::to_string)
+}
+
+fn audit_item(event: &EventEnvelope, at: DateTime<Utc>, entry: serde_json::Value) -> Option<Item> {
+    let ticket = ticket_of(event).and_then(|t| crate::ids::TicketId::parse(&t).ok())?;
+    let key = Key::new(
+        keys::audit_partition(&event.tenant_id, &ticket),
+        format!("{}#{}", keys::sortable_time(at), ulid::Ulid::new()),
+    );
+    Some(record_item(&key, "audit", &entry))
+}
+
+/// Evaluates the enabled rules of the event's trigger; writes the audit entries and the
+/// `action.requested` events in one transaction per rule, guarded so a redelivered event
+/// requests nothing twice.
+pub async fn evaluate(
+    store: &dyn ItemStore,
+    rules: &[Rule],
+    event: &EventEnvelope,
+    now: DateTime<Utc>,
+) -> Result<Vec<(RuleId, Verdict)>, AutomationError> {
+    let Some(trigger) = Trigger::for_event(event.event_type) else {
+        return Ok(Vec::new());
+    };
+    let mut verdicts = Vec::new();
+    for rule in rules.iter().filter(|r| r.enabled && r.trigger == trigger) {
+        let verdict = if event.performed_by == Some(rule.id) {
+            Verdict::SkippedOwnChain
+        } else if event.depth >= MAX_EVENT_DEPTH {
+            Verdict::StoppedAtDepth { depth: event.depth }
+        } else {
+            Verdict::Matched { actions_requested: rule.actions.len() }
+        };
+        // The marker makes a redelivery of the same event a no-op for this rule.
+        let marker = Key::new(
+            format!("{}#EVALUATED#{}", keys::tenant_prefix(&event.tenant_id), event.event_id),
+            format!("RULE#{}", rule.id),
+        );
+        let mut ops = vec![WriteOp::put_if(marker.to_item(), Condition::item_absent())];
+        if let Some(audit) = audit_item(
+            event,
+            now,
+            serde_json::json!({"kind": "rule_evaluated", "rule_id": rule.id, "rule_name": rule.name,
+                "event_id": event.event_id, "event_type": event.event_type, "verdict": verdict}),
+        ) {
+            ops.push(WriteOp::put(audit));
+        }
+        if matches!(verdict, Verdict::Matched { .. }) {
+            for (index, action) in rule.actions.iter().enumerate() {
+                let request = ActionRequest {
+                    rule_id: rule.id,
+                    rule_name: rule.name.clone(),
+                    action_index: index,
+                    action: action.clone(),
+                    cause: event.clone(),
+                };
+                let requested = event.caused(
+                    EventType::ActionRequested,
+                    now,
+                    Some(rule.id),
+                    serde_json::to_value(&request).expect("action requests serialise"),
+                );
+                ops.push(outbox_put(&requested, now));
+            }
+        }
+        match store.transact_write(ops).await {
+            Ok(()) => verdicts.push((rule.id, verdict)),
+            Err(StoreError::TransactionCanceled { reasons })
+                if matches!(reasons.first(), Some(Some(CancelReason::ConditionFailed(_)))) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(verdicts)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ActionOutcome {
+    Done { detail: String },
+    AlreadyDone,
+}
+
+/// Executes one requested action exactly once per (event, rule, action).
+pub async fn execute(
+    store: &dyn ItemStore,
+    mailer: &dyn Mailer,
+    event: &EventEnvelope,
+    now: DateTime<Utc>,
+) -> Result<ActionOutcome, AutomationError> {
+    let request: ActionRequest = serde_json::from_value(event.data.clone())
+        .map_err(|e| AutomationError::BadRequest(event.event_id, e.to_string()))?;
+    let tenant = &event.tenant_id;
+    let claim = format!("action#{}#{}#{}", request.cause.event_id, request.rule_id, request.action_index);
+    match idempotency::begin(store, tenant, &claim, now, IdempotencyConfig::default()).await? {
+        Begin::Started => {}
+        Begin::AlreadyCompleted(_) => return Ok(ActionOutcome::AlreadyDone),
+        Begin::InProgress => return Err(AutomationError::InProgress(claim)),
+    }
+    let result = match &request.action {
+        Action::SendEmail { to, subject, body } => {
+            let context = serde_json::json!({ "event": request.cause.data, "rule": request.rule_name });
+            match templates::render_email(subject, body, "", &context) {
+                Ok(rendered) => mailer
+                    .send(&OutgoingEmail {
+                        to: to.clone(),
+                        reply_to: None,
+                        subject: rendered.subject,
+                        text: rendered.text,
+                        html: None,
+                        headers: vec![],
+                    })
+                    .await
+                    .map(|id| format!("email sent to {} (message {id})", to.len()))
+                    .map_err(AutomationError::from),
+                Err(e) => Ok(format!("not sent: {e}")),
+            }
+        }
+    };
+    match result {
+        Ok(detail) => {
+            idempotency::complete(store, tenant, &claim, &serde_json::json!({ "detail": detail })).await?;
+            if let Some(audit) = audit_item(
+                &request.cause,
+                now,
+                serde_json::json!({"kind": "action_executed", "rule_id": request.rule_id,
+                    "action_index": request.action_index, "detail": detail}),
+            ) {
+                store.put(audit, None).await?;
+            }
+            Ok(ActionOutcome::Done { detail })
+        }
+        Err(e) => {
+            let _ = idempotency::release(store, tenant, &claim).await;
+            Err(e)
+        }
+    }
+}

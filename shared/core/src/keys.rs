@@ -1,0 +1,140 @@
+//! The single table's key layout. Every key starts with `T#<tenant>`, so no query built here
+//! can reach another tenant's items. `docs/data-model.md` lists the access patterns.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::ids::{SurveyRequestId, TenantId, TicketId};
+use crate::store::Key;
+
+/// Fixed-width UTC timestamps, so sort-key order is time order.
+pub fn sortable_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn tenant_prefix(tenant: &TenantId) -> String {
+    format!("T#{}", tenant.as_str())
+}
+
+/// The tenant record, also listed in GSI1 under `TENANTS` for the sweeps.
+pub fn tenant(tenant: &TenantId) -> Key {
+    Key::new(tenant_prefix(tenant), "TENANT")
+}
+pub const TENANTS_INDEX_PK: &str = "TENANTS";
+
+pub fn settings(tenant: &TenantId) -> Key {
+    Key::new(tenant_prefix(tenant), "SETTINGS")
+}
+
+pub fn api_key(tenant: &TenantId, key_id: &str) -> Key {
+    Key::new(tenant_prefix(tenant), format!("APIKEY#{key_id}"))
+}
+
+pub fn webhook_source(tenant: &TenantId, source: &str) -> Key {
+    Key::new(tenant_prefix(tenant), format!("SOURCE#{source}"))
+}
+
+pub fn agent(tenant: &TenantId, agent: &str) -> Key {
+    Key::new(tenant_prefix(tenant), format!("AGENT#{agent}"))
+}
+
+pub fn ticket(tenant: &TenantId, ticket: &TicketId) -> Key {
+    Key::new(
+        format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str()),
+        "SNAPSHOT",
+    )
+}
+
+/// One rating request per ticket: this marker is written once, conditionally.
+pub fn ticket_survey(tenant: &TenantId, ticket: &TicketId) -> Key {
+    Key::new(
+        format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str()),
+        "SURVEY",
+    )
+}
+
+pub fn survey_request(tenant: &TenantId, id: SurveyRequestId) -> Key {
+    Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REQUEST")
+}
+
+/// GSI1 partition of scheduled rating requests, sorted by due time.
+pub fn surveys_due_index(tenant: &TenantId) -> String {
+    format!("{}#SURVEYS_DUE", tenant_prefix(tenant))
+}
+
+pub fn review(tenant: &TenantId, id: SurveyRequestId) -> Key {
+    Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REVIEW")
+}
+
+pub fn outbox_partition(tenant: &TenantId) -> String {
+    format!("{}#OUTBOX", tenant_prefix(tenant))
+}
+
+pub fn webhook_delivery(tenant: &TenantId, source: &str, delivery_id: &str) -> Key {
+    Key::new(
+        format!("{}#DELIVERY#{source}#{delivery_id}", tenant_prefix(tenant)),
+        "DELIVERY",
+    )
+}
+
+pub fn idempotency(tenant: &TenantId, idempotency_key: &str) -> Key {
+    Key::new(
+        format!("{}#IDEMPOTENCY#{idempotency_key}", tenant_prefix(tenant)),
+        "IDEMPOTENCY",
+    )
+}
+
+pub fn rules_partition(tenant: &TenantId) -> String {
+    format!("{}#RULES", tenant_prefix(tenant))
+}
+
+pub fn rule(tenant: &TenantId, rule: crate::ids::RuleId) -> Key {
+    Key::new(rules_partition(tenant), format!("RULE#{rule}"))
+}
+
+/// The audit trail of a ticket: rule evaluations and actions, in time order.
+pub fn audit_partition(tenant: &TenantId, ticket: &TicketId) -> String {
+    format!("{}#AUDIT#{}", tenant_prefix(tenant), ticket.as_str())
+}
+
+/// GSI1 partition of open cases, sorted by SLA deadline (closed cases leave it).
+pub fn open_cases_index(tenant: &TenantId) -> String {
+    format!("{}#CASES_OPEN", tenant_prefix(tenant))
+}
+
+/// GSI2 partition of customer accounts whose latest NPS answer changed since the last sweep.
+pub fn accounts_changed_index(tenant: &TenantId) -> String {
+    format!("{}#ACCOUNTS_CHANGED", tenant_prefix(tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sortable_time_orders_like_time() {
+        let a: DateTime<Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+        let b: DateTime<Utc> = "2026-01-02T03:04:05.120Z".parse().unwrap();
+        let c: DateTime<Utc> = "2026-10-02T00:00:00Z".parse().unwrap();
+        let (sa, sb, sc) = (sortable_time(a), sortable_time(b), sortable_time(c));
+        assert_eq!(sa, "2026-01-02T03:04:05.000Z");
+        assert!(sa < sb && sb < sc);
+    }
+
+    #[test]
+    fn every_key_starts_with_its_tenant() {
+        let t = TenantId::parse("acme").unwrap();
+        let tk = TicketId::parse("42").unwrap();
+        for key in [
+            tenant(&t),
+            settings(&t),
+            ticket(&t, &tk),
+            survey_request(&t, SurveyRequestId::new()),
+            webhook_delivery(&t, "generic", "d1"),
+            idempotency(&t, "x"),
+        ] {
+            assert!(key.pk.starts_with("T#acme"), "{key:?}");
+            // "T#acme" must not be a prefix of another tenant's partition.
+            assert!(key.pk == "T#acme" || key.pk.starts_with("T#acme#"), "{key:?}");
+        }
+    }
+}

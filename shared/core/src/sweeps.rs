@@ -1,0 +1,98 @@
+//! Scheduled sweeps that read only what is due, through sparse indexes.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::Case;
+use crate::event::{EventEnvelope, EventType};
+use crate::keys;
+use crate::outbox::outbox_put;
+use crate::records::read_record;
+use crate::store::{Condition, Index, ItemStore, Query, SortKeyCondition, StoreError, Update, Value, WriteOp};
+use crate::tenancy;
+
+#[derive(Debug, Default, PartialEq)]
+pub struct SweepReport {
+    pub items_read: usize,
+    pub changed: usize,
+}
+
+/// Marks open cases past their SLA deadline as breached and emits `case.sla_breached` once each.
+pub async fn sla_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    for tenant in tenancy::list_tenants(store).await? {
+        let mut start = None;
+        loop {
+            let page = store
+                .query(
+                    Query::on_index(Index::Gsi1, keys::open_cases_index(&tenant))
+                        .sk(SortKeyCondition::Le(format!("{}#~", keys::sortable_time(now))))
+                        .limit(100)
+                        .start_after(start),
+                )
+                .await?;
+            report.items_read += page.items.len();
+            for item in &page.items {
+                let case: Case = read_record(item)?;
+                let event = EventEnvelope::new_root(
+                    tenant.clone(),
+                    EventType::CaseSlaBreached,
+                    now,
+                    serde_json::json!({ "case": case, "ticket": { "id": case.ticket_id } }),
+                );
+                let key = crate::store::ItemExt::key(item).ok_or_else(|| StoreError::Other("case without key".into()))?;
+                let marked = store
+                    .transact_write(vec![
+                        WriteOp::Update {
+                            key,
+                            // Leaving the due index makes the breach a one-time event.
+                            update: Update::new()
+                                .set("sla_breached", Value::Bool(true))
+                                .remove(Index::Gsi1.pk_attribute())
+                                .remove(Index::Gsi1.sk_attribute()),
+                            condition: Some(Condition::Exists(Index::Gsi1.pk_attribute().into())),
+                        },
+                        outbox_put(&event, now),
+                    ])
+                    .await;
+                match marked {
+                    Ok(()) => report.changed += 1,
+                    Err(StoreError::TransactionCanceled { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.last_evaluated {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Reads the accounts whose latest NPS answer changed since the last run (sparse GSI2) and
+/// clears their change mark. Flagging them in the helpdesk arrives with the connectors.
+pub async fn detractor_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    for tenant in tenancy::list_tenants(store).await? {
+        let page = store
+            .query(Query::on_index(Index::Gsi2, keys::accounts_changed_index(&tenant)).limit(1000))
+            .await?;
+        report.items_read += page.items.len();
+        for item in &page.items {
+            if let Some(key) = crate::store::ItemExt::key(item) {
+                store
+                    .update(
+                        &key,
+                        Update::new()
+                            .set("swept_at", Value::S(keys::sortable_time(now)))
+                            .remove(Index::Gsi2.pk_attribute())
+                            .remove(Index::Gsi2.sk_attribute()),
+                        Some(Condition::item_present()),
+                    )
+                    .await?;
+                report.changed += 1;
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,228 @@
+//! Tenants, their settings, their admin API keys and their webhook secrets.
+//!
+//! API keys look like `cl.<tenant>.<key id>.<secret>`. Only a SHA-256 of the secret is stored;
+//! the tenant in the key decides which partition is read, so a key can never reach another
+//! tenant's data, and the hash is compared in constant time.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Tenant, TenantSettings};
+use crate::ids::TenantId;
+use crate::keys;
+use crate::signature::constant_time_eq;
+use crate::store::{Condition, Index, Item, ItemExt, ItemStore, Query, StoreError, Value, WriteOp};
+
+pub const GENERIC_SOURCE: &str = "generic";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error("tenant '{0}' already exists")]
+    AlreadyExists(TenantId),
+    #[error("tenant '{0}' does not exist")]
+    NotFound(TenantId),
+    #[error("stored data for tenant '{0}' is unreadable: {1}")]
+    Corrupt(TenantId, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a new tenant gets. The secrets are shown once and only their hash (API key) or the
+/// secret itself (webhook, needed to verify HMACs) is stored.
+#[derive(Debug, Clone)]
+pub struct ProvisionedTenant {
+    pub tenant: Tenant,
+    pub api_key: String,
+    pub webhook_secret: String,
+}
+
+fn random_secret() -> String {
+    B64.encode(rand::random::<[u8; 32]>())
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+fn api_key_item(tenant: &TenantId, now: DateTime<Utc>) -> (String, Item) {
+    let key_id = ulid::Ulid::new().to_string().to_lowercase();
+    let secret = random_secret();
+    let mut item = keys::api_key(tenant, &key_id).to_item();
+    item.insert("entity".into(), Value::s("api_key"));
+    item.insert("secret_sha256".into(), Value::S(hex::encode(sha256(secret.as_bytes()))));
+    item.insert("created_at".into(), Value::S(keys::sortable_time(now)));
+    (format!("cl.{}.{key_id}.{secret}", tenant.as_str()), item)
+}
+
+/// Creates a tenant with default settings, one admin API key and a generic webhook secret.
+pub async fn provision_tenant(
+    store: &dyn ItemStore,
+    id: TenantId,
+    name: &str,
+    settings: TenantSettings,
+    now: DateTime<Utc>,
+) -> Result<ProvisionedTenant, TenancyError> {
+    let tenant = Tenant {
+        id: id.clone(),
+        name: name.to_string(),
+        created_at: now,
+    };
+    let mut tenant_item = keys::tenant(&id).to_item();
+    tenant_item.insert("entity".into(), Value::s("tenant"));
+    tenant_item.insert("name".into(), Value::s(name));
+    tenant_item.insert("created_at".into(), Value::S(keys::sortable_time(now)));
+    tenant_item.insert(Index::Gsi1.pk_attribute().into(), Value::s(keys::TENANTS_INDEX_PK));
+    tenant_item.insert(Index::Gsi1.sk_attribute().into(), Value::s(id.as_str()));
+
+    let (api_key, key_item) = api_key_item(&id, now);
+    let webhook_secret = random_secret();
+    let ops = vec![
+        WriteOp::put_if(tenant_item, Condition::item_absent()),
+        WriteOp::put(settings_item(&id, &settings)),
+        WriteOp::put(key_item),
+        WriteOp::put(webhook_source_item(&id, GENERIC_SOURCE, &[webhook_secret.clone()])),
+    ];
+    match store.transact_write(ops).await {
+        Ok(()) => Ok(ProvisionedTenant {
+            tenant,
+            api_key,
+            webhook_secret,
+        }),
+        Err(StoreError::TransactionCanceled { .. }) => Err(TenancyError::AlreadyExists(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Adds another API key to an existing tenant (for the CLI and key rotation).
+pub async fn create_api_key(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    now: DateTime<Utc>,
+) -> Result<String, TenancyError> {
+    if store.get(&keys::tenant(tenant)).await?.is_none() {
+        return Err(TenancyError::NotFound(tenant.clone()));
+    }
+    let (api_key, item) = api_key_item(tenant, now);
+    store.put(item, Some(Condition::item_absent())).await?;
+    Ok(api_key)
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("send an API key as 'Authorization: Bearer cl.<tenant>.<key id>.<secret>'")]
+    Missing,
+    #[error("the API key is not valid")]
+    Invalid,
+    #[error("the key store is unavailable, try again")]
+    Unavailable,
+}
+
+/// Resolves a bearer API key to its tenant.
+pub async fn authenticate(store: &dyn ItemStore, api_key: &str) -> Result<TenantId, AuthError> {
+    let mut parts = api_key.trim().splitn(4, '.');
+    let (Some("cl"), Some(tenant), Some(key_id), Some(secret)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Invalid);
+    };
+    let tenant = TenantId::parse(tenant).map_err(|_| AuthError::Invalid)?;
+    if key_id.is_empty() || key_id.len() > 40 || !key_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(AuthError::Invalid);
+    }
+    let item = store
+        .get(&keys::api_key(&tenant, key_id))
+        .await
+        .map_err(|_| AuthError::Unavailable)?
+        .ok_or(AuthError::Invalid)?;
+    let stored = item
+        .str_attr("secret_sha256")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(AuthError::Invalid)?;
+    if item.get("revoked_at").is_some() || !constant_time_eq(&stored, &sha256(secret.as_bytes())) {
+        return Err(AuthError::Invalid);
+    }
+    Ok(tenant)
+}
+
+fn settings_item(tenant: &TenantId, settings: &TenantSettings) -> Item {
+    let mut item = keys::settings(tenant).to_item();
+    item.insert("entity".into(), Value::s("settings"));
+    item.insert(
+        "settings".into(),
+        Value::S(serde_json::to_string(settings).expect("settings serialise")),
+    );
+    item
+}
+
+pub async fn get_settings(store: &dyn ItemStore, tenant: &TenantId) -> Result<TenantSettings, TenancyError> {
+    let item = store
+        .get(&keys::settings(tenant))
+        .await?
+        .ok_or_else(|| TenancyError::NotFound(tenant.clone()))?;
+    let json = item.str_attr("settings").unwrap_or("{}");
+    serde_json::from_str(json).map_err(|e| TenancyError::Corrupt(tenant.clone(), e.to_string()))
+}
+
+/// Replaces the settings; the caller has validated them.
+pub async fn put_settings(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    settings: &TenantSettings,
+) -> Result<(), TenancyError> {
+    store
+        .put(settings_item(tenant, settings), Some(Condition::item_present()))
+        .await
+        .map_err(|e| match e {
+            StoreError::ConditionFailed { .. } => TenancyError::NotFound(tenant.clone()),
+            e => e.into(),
+        })
+}
+
+fn webhook_source_item(tenant: &TenantId, source: &str, secrets: &[String]) -> Item {
+    let mut item = keys::webhook_source(tenant, source).to_item();
+    item.insert("entity".into(), Value::s("webhook_source"));
+    item.insert("secrets".into(), Value::L(secrets.iter().map(|s| Value::s(s.clone())).collect()));
+    item
+}
+
+/// The valid secrets of a tenant's webhook source (two while rotating); none if unconfigured.
+pub async fn webhook_secrets(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    source: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let Some(item) = store.get(&keys::webhook_source(tenant, source)).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(match item.get("secrets") {
+        Some(Value::L(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Every tenant, for the scheduled sweeps (GSI1 partition `TENANTS`).
+pub async fn list_tenants(store: &dyn ItemStore) -> Result<Vec<TenantId>, StoreError> {
+    let mut tenants = Vec::new();
+    let mut start = None;
+    loop {
+        let page = store
+            .query(Query::on_index(Index::Gsi1, keys::TENANTS_INDEX_PK).start_after(start))
+            .await?;
+        tenants.extend(
+            page.items
+                .iter()
+                .filter_map(|i| i.str_attr(Index::Gsi1.sk_attribute()))
+                .filter_map(|t| TenantId::parse(t).ok()),
+        );
+        match page.last_evaluated {
+            Some(last) => start = Some(last),
+            None => return Ok(tenants),
+        }
+    }
+}
