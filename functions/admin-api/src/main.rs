@@ -1,1 +1,9 @@
-fn main() {}
+use admin_api::{AdminState, router};
+use closedloop_aws::runtime::{AwsAdapters, init_tracing};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let aws = AwsAdapters::from_env().await?;
+    closedloop_http::run_on_lambda(router(AdminState { store: aws.store })).await
+}

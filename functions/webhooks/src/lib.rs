@@ -1,1 +1,65 @@
+//! `webhooks`: `POST /webhooks/{tenant}/{source}`. Verifies the sender's signature, drops
+//! redeliveries, and records the normalised domain event in the outbox.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use closedloop_core::ids::TenantId;
+use closedloop_core::ingest::{self, IngestError, IngestOutcome, MAX_BODY_BYTES, SIGNATURE_HEADER};
+use closedloop_core::ports::Clock;
+use closedloop_core::store::ItemStore;
+use closedloop_http::ApiError;
+
+#[derive(Clone)]
+pub struct WebhooksState {
+    pub store: Arc<dyn ItemStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub fn router(state: WebhooksState) -> Router {
+    Router::new()
+        .route("/webhooks/{tenant}/{source}", post(receive))
+        // One byte over the limit reaches the handler, which names the limit in its answer.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
+        .fallback(closedloop_http::unknown_route)
+        .with_state(state)
+}
+
+async fn receive(
+    State(state): State<WebhooksState>,
+    Path((tenant, source)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // An unknown tenant gets the same answer as a bad signature: no tenant discovery.
+    let tenant = TenantId::parse(&tenant)
+        .map_err(|_| ApiError::unauthorized("the request is not signed for this tenant and source"))?;
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    match ingest::ingest_webhook(state.store.as_ref(), state.clock.now(), &tenant, &source, signature, &body).await {
+        Ok(IngestOutcome::Accepted { event_id, event_type }) => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "status": "accepted", "event_id": event_id.to_string(), "type": event_type })),
+        )),
+        Ok(IngestOutcome::Duplicate) => Ok((StatusCode::OK, Json(serde_json::json!({ "status": "duplicate" })))),
+        Err(e) => Err(to_api_error(e)),
+    }
+}
+
+fn to_api_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::UnknownSource(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_source", e.to_string()),
+        IngestError::NotConfigured(_) | IngestError::Signature(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
+        }
+        IngestError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        IngestError::BadBody(_) | IngestError::UnsupportedType(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
+        }
+        IngestError::Store(e) if e.is_transient() => ApiError::unavailable(e),
+        IngestError::Store(e) => ApiError::internal(e),
+    }
+}

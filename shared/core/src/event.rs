@@ -173,3 +173,27 @@ impl EventEnvelope {
         }
     }
 }
+
+/// Reads the envelope out of an event as EventBridge delivers it to a target
+/// (`{"detail-type": ..., "source": "closedloop", "detail": {envelope}}`).
+/// `None` for anything else, such as a scheduled tick.
+pub fn envelope_from_bus_event(event: &serde_json::Value) -> Option<EventEnvelope> {
+    if event.get("source").and_then(|s| s.as_str()) != Some(EVENT_SOURCE) {
+        return None;
+    }
+    serde_json::from_value(event.get("detail")?.clone()).ok()
+}
+
+/// The EventBridge event a target receives for `envelope` (used by the local bus so handlers
+/// see exactly what Lambda gives them).
+pub fn bus_event(envelope: &EventEnvelope) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0",
+        "id": envelope.event_id.to_string(),
+        "detail-type": envelope.event_type.as_str(),
+        "source": EVENT_SOURCE,
+        "time": envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "resources": [],
+        "detail": envelope,
+    })
+}

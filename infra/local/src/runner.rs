@@ -1,0 +1,347 @@
+//! `closedloop up`: every function in one process, on the embedded adapters, routed by the
+//! same `template.yaml` that deploys to AWS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::any_service;
+use closedloop_core::ports::{Clock, SystemClock};
+use closedloop_core::store::ItemStore;
+use closedloop_embedded::{OpenError, SqliteStore};
+use closedloop_embedded::outbox_mailer::OutboxMailer;
+use closedloop_eventpattern::template::{Routes, TemplateError};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use tokio::task::JoinSet;
+
+use crate::bus::LocalBus;
+use crate::functions::{EVENT_RELAY, Functions};
+use crate::{sandbox, setup};
+
+/// The template the runner was built with; `--template` reads another.
+pub const BUILT_IN_TEMPLATE: &str = include_str!("../../../template.yaml");
+const RELAY_CONSUMER: &str = "event-relay";
+const RELAY_BATCH: usize = 100;
+
+#[derive(Clone)]
+pub struct RunnerConfig {
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub demo: bool,
+    pub template_yaml: String,
+    pub clock: Arc<dyn Clock>,
+    /// Fire the template's schedules on their expressions (tests fire them by hand instead).
+    pub run_schedules: bool,
+    /// Relay the outbox to the functions (tests turn it off to leave events queued).
+    pub relay_outbox: bool,
+    pub mail_from: String,
+}
+
+impl RunnerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, bind: SocketAddr) -> Self {
+        RunnerConfig {
+            data_dir: data_dir.into(),
+            bind,
+            demo: false,
+            template_yaml: BUILT_IN_TEMPLATE.to_string(),
+            clock: Arc::new(SystemClock),
+            run_schedules: true,
+            relay_outbox: true,
+            mail_from: "feedback@closedloop.local".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("{0}")]
+    Store(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}. Is another closedloop running? Pick another port with --port")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("template.yaml is invalid: {0}")]
+    Template(#[from] TemplateError),
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("setting up the first tenant failed: {0}")]
+    Setup(String),
+}
+
+/// What the runner prints at start: where everything is.
+#[derive(Debug, Clone)]
+pub struct StartupInfo {
+    pub base_url: String,
+    pub store_path: PathBuf,
+    pub outbox_dir: PathBuf,
+    pub dead_letter_dir: PathBuf,
+    pub tenant: setup::TenantCredentials,
+    pub demo_tickets: Vec<String>,
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub info: StartupInfo,
+    pub store: SqliteStore,
+    pub functions: Arc<Functions>,
+    bus: Arc<LocalBus>,
+    routes: Routes,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError + '_ {
+    move |source| RunnerError::Io { path: path.to_path_buf(), source }
+}
+
+pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
+    let routes = Routes::from_template_yaml(&config.template_yaml)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
+    let store_path = config.data_dir.join("store.db");
+    let store = SqliteStore::open(&store_path)?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| RunnerError::Bind { addr: config.bind, source })?;
+    let addr = listener.local_addr().map_err(|source| RunnerError::Bind { addr: config.bind, source })?;
+    let base_url = format!("http://{addr}");
+
+    let keyring = setup::load_or_create_keyring(&config.data_dir).map_err(io_err(&config.data_dir))?;
+    let outbox_dir = config.data_dir.join("outbox");
+    let dead_letter_dir = config.data_dir.join("dead-letters");
+    let mailer = OutboxMailer::new(&outbox_dir, &config.mail_from).map_err(io_err(&outbox_dir))?;
+    let functions = Arc::new(Functions {
+        store: Arc::new(store.clone()),
+        mailer: Arc::new(mailer),
+        clock: config.clock.clone(),
+        keyring: Arc::new(keyring),
+        public_base_url: base_url.clone(),
+        rule_cache: rules::RuleCache::default(),
+    });
+    let tenant = setup::first_tenant(&config.data_dir, functions.store.as_ref(), config.demo, config.clock.now())
+        .await
+        .map_err(|e| RunnerError::Setup(e.to_string()))?;
+    let bus = Arc::new(LocalBus::new(&routes, functions.clone(), dead_letter_dir.clone()).map_err(io_err(&dead_letter_dir))?);
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let app = http_app(&routes, &functions, config.demo, &tenant);
+    let mut http_stop = stopped.clone();
+    tasks.spawn(async move {
+        let shutdown = async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    if config.relay_outbox {
+        tasks.spawn(relay_loop(store.clone(), functions.clone(), bus.clone(), routes.clone(), stopped.clone()));
+    }
+    tasks.spawn(purge_loop(store.clone(), config.clock.clone(), stopped.clone()));
+    if config.run_schedules {
+        for function in &routes.functions {
+            for schedule in function.schedules.iter().filter(|s| s.enabled) {
+                tasks.spawn(schedule_loop(
+                    functions.clone(),
+                    function.logical_id.clone(),
+                    schedule.expression.clone(),
+                    stopped.clone(),
+                ));
+            }
+        }
+    }
+    let info = StartupInfo {
+        base_url,
+        store_path,
+        outbox_dir,
+        dead_letter_dir,
+        demo_tickets: if config.demo { sandbox::DEMO_TICKETS.iter().map(|t| t.id.to_string()).collect() } else { vec![] },
+        tenant,
+    };
+    Ok(Running { addr, info, store, functions, bus, routes, stop, tasks })
+}
+
+/// API Gateway routes from the template, each served by its function's Router.
+fn http_app(routes: &Routes, functions: &Arc<Functions>, demo: bool, tenant: &setup::TenantCredentials) -> Router {
+    let mut app = Router::new();
+    let mut seen = std::collections::HashSet::new();
+    for function in &routes.functions {
+        let Some(router) = functions.http_router(&function.logical_id) else { continue };
+        for route in &function.http {
+            // The function's own Router checks the method; here only the path decides.
+            let path = route.path.replace("+}", "}").replace("{proxy}", "{*proxy}");
+            if seen.insert(path.clone()) {
+                // A fresh request, as Lambda gives each function: the outer route's path
+                // parameters must not leak into the function's own routing.
+                let function = router.clone().map_request(|mut request: axum::extract::Request| {
+                    *request.extensions_mut() = axum::http::Extensions::new();
+                    request
+                });
+                app = app.route_service(&path, any_service(function));
+            }
+        }
+    }
+    if demo {
+        app = app.merge(sandbox::router(functions.clone(), tenant.clone()));
+    }
+    app.fallback(closedloop_http::unknown_route)
+}
+
+/// Feeds new outbox records to `event-relay`, as the table's stream does in AWS. The checkpoint
+/// moves only after the bus has delivered a batch, so a crash replays instead of losing.
+async fn relay_loop(
+    store: SqliteStore,
+    functions: Arc<Functions>,
+    bus: Arc<LocalBus>,
+    routes: Routes,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let filters = routes
+        .function(EVENT_RELAY)
+        .and_then(|f| f.streams.first())
+        .map(|s| s.filters.clone())
+        .unwrap_or_default();
+    let mut newest = store.stream_watch();
+    loop {
+        match relay_once(&store, &functions, bus.as_ref(), &filters).await {
+            Ok(0) => {
+                if *stopped.borrow() {
+                    return; // Drained and asked to stop.
+                }
+                tokio::select! {
+                    _ = newest.changed() => {}
+                    _ = stopped.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "relaying the outbox failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Relays one batch; returns how many records it consumed.
+pub(crate) async fn relay_once(
+    store: &SqliteStore,
+    functions: &Functions,
+    bus: &LocalBus,
+    filters: &[closedloop_eventpattern::pattern::EventPattern],
+) -> Result<usize, closedloop_core::store::StoreError> {
+    let after = store.stream_checkpoint_get(RELAY_CONSUMER).await?;
+    let records = store.stream_read(after, RELAY_BATCH).await?;
+    let Some(last) = records.last().map(|r| r.seq) else { return Ok(0) };
+    // The same shape Lambda gets from a DynamoDB stream, filtered by the template's FilterCriteria.
+    let lambda_records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({ "eventName": "INSERT", "dynamodb": {
+                "SequenceNumber": r.seq.to_string(), "NewImage": r.new_image } })
+        })
+        .filter(|record| filters.is_empty() || filters.iter().any(|f| f.matches(record)))
+        .collect();
+    let event: closedloop_core::outbox::StreamEvent =
+        serde_json::from_value(serde_json::json!({ "Records": lambda_records }))
+            .map_err(|e| closedloop_core::store::StoreError::Other(e.to_string()))?;
+    let failed = functions.invoke_relay(bus, event).await;
+    // Like Lambda's ReportBatchItemFailures: resume from the first failure.
+    let checkpoint = match failed.iter().filter_map(|s| s.parse::<u64>().ok()).min() {
+        Some(first_failed) => first_failed - 1,
+        None => last,
+    };
+    store.stream_checkpoint_set(RELAY_CONSUMER, checkpoint).await?;
+    Ok((checkpoint - after) as usize)
+}
+
+async fn purge_loop(store: SqliteStore, clock: Arc<dyn Clock>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = store.purge_expired(clock.now().timestamp()).await {
+            tracing::warn!(error = %e, "purging expired items failed");
+        }
+    }
+}
+
+async fn schedule_loop(
+    functions: Arc<Functions>,
+    function: String,
+    expression: closedloop_eventpattern::schedule::ScheduleExpression,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let now = chrono::Utc::now();
+        let Some(next) = expression.next_after(now) else { return };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = functions.invoke_event(&function, scheduled_event(next)).await {
+            tracing::warn!(function, error = %e, "scheduled run failed");
+        }
+    }
+}
+
+/// What EventBridge Scheduler sends a target when the schedule sets no input.
+pub fn scheduled_event(at: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    serde_json::json!({ "source": "aws.scheduler", "detail-type": "Scheduled Event",
+        "time": at.to_rfc3339(), "detail": {} })
+}
+
+impl Running {
+    /// Runs a scheduled function once, now (what its schedule would do).
+    pub async fn fire_schedule(&self, function: &str) -> Result<(), String> {
+        self.functions.invoke_event(function, scheduled_event(self.functions.clock.now())).await
+    }
+
+    /// Relays until the outbox is empty: every event so far has been handled.
+    pub async fn drain(&self) -> Result<(), closedloop_core::store::StoreError> {
+        let filters = self
+            .routes
+            .function(EVENT_RELAY)
+            .and_then(|f| f.streams.first())
+            .map(|s| s.filters.clone())
+            .unwrap_or_default();
+        while relay_once(&self.store, &self.functions, &self.bus, &filters).await? > 0 {}
+        Ok(())
+    }
+
+    pub fn store(&self) -> &dyn ItemStore {
+        self.functions.store.as_ref()
+    }
+
+    /// Stops taking requests, relays what is still in the outbox, and stops.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a runner task failed");
+            }
+        }
+    }
+
+    /// Waits for Ctrl-C (or SIGTERM), then shuts down cleanly.
+    pub async fn run_until_signal(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        eprintln!("\nclosedloop: stopping; finishing queued events...");
+        self.shutdown().await;
+        eprintln!("closedloop: stopped cleanly");
+    }
+}
