@@ -293,9 +293,6 @@ async fn deliver(
         "contact": { "name": ticket.contact.name },
         "agent_name": ticket.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("Our team"),
         "choices": choices(request, links, now),
-        "unsubscribe_url": format!("{}/r/{}/unsubscribe", links.public_base_url.trim_end_matches('/'),
-            links.keyring.sign(&RatingClaims { tenant: tenant.clone(), survey_request: request.id,
-                value: String::new(), expires_at: now + Duration::days(365) })),
     });
     let rendered = templates::render_email(
         templates::RATING_REQUEST_SUBJECT,
