@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use closedloop::runner::{self, RunnerConfig, RunnerError, Running};
+use closedloop_core::domain::{CsatValue, Rating, Review};
 use closedloop_core::ids::{SurveyRequestId, TenantId};
 use closedloop_core::keys;
 use closedloop_core::records::read_record;
-use closedloop_core::domain::{CsatValue, Rating, Review};
 
 fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("closedloop-e2e-{}", ulid::Ulid::new()));
@@ -35,7 +35,10 @@ fn outbox(dir: &Path) -> Vec<String> {
         .filter(|p| p.extension().is_some_and(|e| e == "eml"))
         .collect();
     files.sort();
-    files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
 }
 
 fn links(eml: &str) -> Vec<String> {
@@ -60,7 +63,10 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
         .json()
         .await
         .unwrap();
-    assert_eq!(answer["webhooks_answered"]["status"], "accepted", "{answer}");
+    assert_eq!(
+        answer["webhooks_answered"]["status"], "accepted",
+        "{answer}"
+    );
     running.drain().await.unwrap();
 
     let mails = outbox(&dir);
@@ -71,16 +77,26 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
     assert!(request.contains("Printer on floor 2 jams on every job"));
     assert!(request.contains("Alice Meyer"), "the agent's name appears");
     // The demo rule routed ticket.closed to `rules`, and `actions` emailed the team lead.
-    assert!(mails.iter().any(|m| m.contains("To: team-lead@demo.example")));
+    assert!(
+        mails
+            .iter()
+            .any(|m| m.contains("To: team-lead@demo.example"))
+    );
     assert_eq!(mails.len(), 2);
 
     let text_links = links(request.split("text/html").next().unwrap());
-    assert_eq!(text_links.len(), 3, "CSAT offers three choices: {text_links:?}");
+    assert_eq!(
+        text_links.len(),
+        3,
+        "CSAT offers three choices: {text_links:?}"
+    );
     let negative = text_links.iter().find(|l| {
         let token = l.rsplit('/').next().unwrap();
         let payload = token.split('.').next().unwrap();
         use base64::Engine;
-        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
         String::from_utf8(decoded).unwrap().contains("|negative|")
     });
     let negative = negative.expect("a negative link");
@@ -95,11 +111,21 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
     let token = negative.rsplit('/').next().unwrap();
     let payload = {
         use base64::Engine;
-        String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap()).unwrap()
+        String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
     };
     let survey = SurveyRequestId::parse(payload.split('|').nth(3).unwrap()).unwrap();
     let tenant = TenantId::parse("demo").unwrap();
-    let item = running.store().get(&keys::review(&tenant, survey)).await.unwrap().expect("review stored");
+    let item = running
+        .store()
+        .get(&keys::review(&tenant, survey))
+        .await
+        .unwrap()
+        .expect("review stored");
     let review: Review = read_record(&item).unwrap();
     assert_eq!(review.rating, Rating::Csat(CsatValue::Negative));
 
@@ -116,16 +142,37 @@ async fn a_redelivered_close_sends_nothing_twice_and_a_restart_loses_nothing() {
     let running = start_demo_relaying(&dir, false).await;
     let base = running.info.base_url.clone();
     let http = reqwest::Client::new();
-    http.post(format!("{base}/sandbox/tickets/1002/close")).send().await.unwrap();
+    http.post(format!("{base}/sandbox/tickets/1002/close"))
+        .send()
+        .await
+        .unwrap();
     running.shutdown().await;
     assert!(outbox(&dir).is_empty(), "nothing was relayed yet");
     let running = start_demo(&dir).await;
     running.drain().await.unwrap();
-    assert_eq!(outbox(&dir).iter().filter(|m| m.contains("To: cindy@northwind.example")).count(), 1);
+    assert_eq!(
+        outbox(&dir)
+            .iter()
+            .filter(|m| m.contains("To: cindy@northwind.example"))
+            .count(),
+        1
+    );
     // A second close of the same ticket does not send a second request.
-    http.post(format!("{}/sandbox/tickets/1002/close", running.info.base_url)).send().await.unwrap();
+    http.post(format!(
+        "{}/sandbox/tickets/1002/close",
+        running.info.base_url
+    ))
+    .send()
+    .await
+    .unwrap();
     running.drain().await.unwrap();
-    assert_eq!(outbox(&dir).iter().filter(|m| m.contains("To: cindy@northwind.example")).count(), 1);
+    assert_eq!(
+        outbox(&dir)
+            .iter()
+            .filter(|m| m.contains("To: cindy@northwind.example"))
+            .count(),
+        1
+    );
     running.shutdown().await;
 }
 
@@ -137,13 +184,19 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
     let other = temp_dir();
     let mut same_store = RunnerConfig::new(&dir, "127.0.0.1:0".parse().unwrap());
     same_store.run_schedules = false;
-    let err = runner::start(same_store).await.err().expect("locked store refused");
+    let err = runner::start(same_store)
+        .await
+        .err()
+        .expect("locked store refused");
     assert!(matches!(err, RunnerError::Store(_)), "{err}");
-    assert!(err.to_string().contains("already in use"), "{err}");
+    assert!(err.to_string().contains("store.db.lock"), "the message names the lock: {err}");
     // Same port, another store.
     let mut same_port = RunnerConfig::new(&other, first.addr);
     same_port.run_schedules = false;
-    let err = runner::start(same_port).await.err().expect("taken port refused");
+    let err = runner::start(same_port)
+        .await
+        .err()
+        .expect("taken port refused");
     assert!(matches!(err, RunnerError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("--port"), "{err}");
     first.shutdown().await;

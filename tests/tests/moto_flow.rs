@@ -31,7 +31,9 @@ async fn sdk() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(moto_url())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
         .load()
         .await
 }
@@ -62,15 +64,27 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
     let ses = aws_sdk_sesv2::Client::new(&sdk);
     create_table(&dynamo, &table).await.unwrap();
     events.create_event_bus().name(&bus).send().await.unwrap();
-    ses.create_email_identity().email_identity("feedback@example.com").send().await.unwrap();
+    ses.create_email_identity()
+        .email_identity("feedback@example.com")
+        .send()
+        .await
+        .unwrap();
 
     // One queue per target function, fed by the template's own EventBridge patterns.
     let routes = Routes::from_template_yaml(include_str!("../../template.yaml")).unwrap();
     let mut queue_of = std::collections::HashMap::new();
     for function in routes.functions.iter().filter(|f| !f.events.is_empty()) {
-        let queue = sqs.create_queue().queue_name(format!("{run}-{}", function.logical_id)).send().await.unwrap();
+        let queue = sqs
+            .create_queue()
+            .queue_name(format!("{run}-{}", function.logical_id))
+            .send()
+            .await
+            .unwrap();
         let url = queue.queue_url().unwrap().to_string();
-        let arn = format!("arn:aws:sqs:us-east-1:123456789012:{run}-{}", function.logical_id);
+        let arn = format!(
+            "arn:aws:sqs:us-east-1:123456789012:{run}-{}",
+            function.logical_id
+        );
         for (i, route) in function.events.iter().enumerate() {
             let rule = format!("{run}-{}-{i}", function.logical_id);
             events
@@ -95,9 +109,15 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
 
     let store: Arc<dyn ItemStore> = Arc::new(DynamoStore::new(dynamo.clone(), table.clone()));
     let tenant = TenantId::parse("acme").unwrap();
-    let provisioned = tenancy::provision_tenant(store.as_ref(), tenant.clone(), "Acme", TenantSettings::default(), SystemClock.now())
-        .await
-        .unwrap();
+    let provisioned = tenancy::provision_tenant(
+        store.as_ref(),
+        tenant.clone(),
+        "Acme",
+        TenantSettings::default(),
+        SystemClock.now(),
+    )
+    .await
+    .unwrap();
 
     // 1. The helpdesk's webhook, through the `webhooks` Router, into DynamoDB.
     let body = serde_json::json!({
@@ -108,8 +128,15 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
             "updated_at": SystemClock.now() }
     })
     .to_string();
-    let signature = sign_timestamped(provisioned.webhook_secret.as_bytes(), SystemClock.now().timestamp(), body.as_bytes());
-    let app = webhooks::router(webhooks::WebhooksState { store: store.clone(), clock: Arc::new(SystemClock) });
+    let signature = sign_timestamped(
+        provisioned.webhook_secret.as_bytes(),
+        SystemClock.now().timestamp(),
+        body.as_bytes(),
+    );
+    let app = webhooks::router(webhooks::WebhooksState {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+    });
     let response = app
         .oneshot(
             Request::post("/webhooks/acme/generic")
@@ -123,7 +150,10 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
     assert_eq!(response.status(), 202);
 
     // 2. The outbox item, as the table's stream would carry it, through `event-relay` to EventBridge.
-    let outbox = store.query(Query::partition(keys::outbox_partition(&tenant))).await.unwrap();
+    let outbox = store
+        .query(Query::partition(keys::outbox_partition(&tenant)))
+        .await
+        .unwrap();
     assert_eq!(outbox.items.len(), 1);
     let records: Vec<_> = outbox
         .items
@@ -131,7 +161,8 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
         .enumerate()
         .map(|(i, item)| serde_json::json!({"eventName": "INSERT", "dynamodb": {"SequenceNumber": i.to_string(), "NewImage": item}}))
         .collect();
-    let stream: StreamEvent = serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+    let stream: StreamEvent =
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
     let publisher = EventBridgePublisher::new(events.clone(), bus.clone());
     let relayed = event_relay::handle(&publisher, stream).await;
     assert!(relayed.batch_item_failures.is_empty());
@@ -140,37 +171,86 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
     let queue = &queue_of["SurveySchedulerFunction"];
     let mut delivered = Vec::new();
     for _ in 0..10 {
-        let received = sqs.receive_message().queue_url(queue).wait_time_seconds(1).send().await.unwrap();
-        delivered.extend(received.messages().iter().filter_map(|m| m.body().map(str::to_string)));
+        let received = sqs
+            .receive_message()
+            .queue_url(queue)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        delivered.extend(
+            received
+                .messages()
+                .iter()
+                .filter_map(|m| m.body().map(str::to_string)),
+        );
         if !delivered.is_empty() {
             break;
         }
     }
-    assert_eq!(delivered.len(), 1, "exactly one ticket.closed reached the survey scheduler");
+    assert_eq!(
+        delivered.len(),
+        1,
+        "exactly one ticket.closed reached the survey scheduler"
+    );
     // ...and not to the actions function, whose pattern is action.requested only.
-    let actions = sqs.receive_message().queue_url(&queue_of["ActionsFunction"]).send().await.unwrap();
+    let actions = sqs
+        .receive_message()
+        .queue_url(&queue_of["ActionsFunction"])
+        .send()
+        .await
+        .unwrap();
     assert!(actions.messages().is_empty());
 
     // 4. The survey scheduler handles it and mails through SES.
     let event: serde_json::Value = serde_json::from_str(&delivered[0]).unwrap();
     let keyring = TokenKeyring::parse(&TokenKeyring::generate_spec("k1")).unwrap();
-    let links = LinkSigner { keyring: &keyring, public_base_url: "https://feedback.acme.example" };
+    let links = LinkSigner {
+        keyring: &keyring,
+        public_base_url: "https://feedback.acme.example",
+    };
     let mailer = SesMailer::new(ses.clone(), "feedback@example.com");
-    let handled = survey_scheduler::handle(store.as_ref(), &mailer, &SystemClock, &links, &event).await.unwrap();
-    assert!(matches!(handled, survey_scheduler::Handled::TicketEvent(closedloop_core::surveys::ScheduleOutcome::Scheduled { sent_now: true, .. })), "{handled:?}");
+    let handled = survey_scheduler::handle(store.as_ref(), &mailer, &SystemClock, &links, &event)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            handled,
+            survey_scheduler::Handled::TicketEvent(
+                closedloop_core::surveys::ScheduleOutcome::Scheduled { sent_now: true, .. }
+            )
+        ),
+        "{handled:?}"
+    );
     // A redelivery of the same event sends nothing more.
-    survey_scheduler::handle(store.as_ref(), &mailer, &SystemClock, &links, &event).await.unwrap();
+    survey_scheduler::handle(store.as_ref(), &mailer, &SystemClock, &links, &event)
+        .await
+        .unwrap();
 
     // 5. Read the mail back from the emulator.
-    let dump: serde_json::Value = reqwest::get(format!("{}/moto-api/data.json", moto_url())).await.unwrap().json().await.unwrap();
+    let dump: serde_json::Value = reqwest::get(format!("{}/moto-api/data.json", moto_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut messages = Vec::new();
     sent_messages(&dump, &mut messages);
     let ours: Vec<_> = messages
         .iter()
-        .filter(|m| m["subject"].as_str().is_some_and(|s| s.contains(&format!("Scanner offline {run}"))) && m.to_string().contains("bob@customer.example"))
+        .filter(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains(&format!("Scanner offline {run}")))
+                && m.to_string().contains("bob@customer.example")
+        })
         .collect();
     assert_eq!(ours.len(), 1, "one rating request to Bob: {messages:?}");
     // moto keeps the HTML part, where minijinja escapes '/' inside attribute values.
     let html = ours[0]["body"].as_str().unwrap().replace("&#x2f;", "/");
-    assert_eq!(html.matches("https://feedback.acme.example/r/").count(), 3, "three CSAT links");
+    assert_eq!(
+        html.matches("https://feedback.acme.example/r/").count(),
+        3,
+        "three CSAT links"
+    );
 }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::get;
-use axum::Router;
 use closedloop_core::domain::TenantSettings;
 use closedloop_core::ids::TenantId;
 use closedloop_core::store::ItemStore;
@@ -65,7 +65,10 @@ async fn get_settings(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<TenantSettings>, ApiError> {
-    tenancy::get_settings(state.store.as_ref(), &tenant).await.map(Json).map_err(tenancy_error)
+    tenancy::get_settings(state.store.as_ref(), &tenant)
+        .await
+        .map(Json)
+        .map_err(tenancy_error)
 }
 
 async fn put_settings(
@@ -73,9 +76,13 @@ async fn put_settings(
     Authenticated(tenant): Authenticated,
     Json(settings): Json<TenantSettings>,
 ) -> Result<Json<TenantSettings>, ApiError> {
-    settings
-        .validate()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.to_string()))?;
+    settings.validate().map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            e.to_string(),
+        )
+    })?;
     tenancy::put_settings(state.store.as_ref(), &tenant, &settings)
         .await
         .map_err(tenancy_error)?;

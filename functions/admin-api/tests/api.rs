@@ -16,16 +16,41 @@ use tower::ServiceExt;
 async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
     let store: Arc<dyn ItemStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
     let now = chrono::Utc::now();
-    let a = tenancy::provision_tenant(store.as_ref(), TenantId::parse("acme").unwrap(), "Acme", TenantSettings::default(), now)
-        .await
-        .unwrap();
-    let b = tenancy::provision_tenant(store.as_ref(), TenantId::parse("globex").unwrap(), "Globex", TenantSettings::default(), now)
-        .await
-        .unwrap();
-    (router(AdminState { store: store.clone() }), store, a.api_key, b.api_key)
+    let a = tenancy::provision_tenant(
+        store.as_ref(),
+        TenantId::parse("acme").unwrap(),
+        "Acme",
+        TenantSettings::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    let b = tenancy::provision_tenant(
+        store.as_ref(),
+        TenantId::parse("globex").unwrap(),
+        "Globex",
+        TenantSettings::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    (
+        router(AdminState {
+            store: store.clone(),
+        }),
+        store,
+        a.api_key,
+        b.api_key,
+    )
 }
 
-async fn call(app: &axum::Router, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (StatusCode, serde_json::Value) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
     let mut request = Request::builder().method(method).uri(path);
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
@@ -35,12 +60,19 @@ async fn call(app: &axum::Router, method: &str, path: &str, key: Option<&str>, b
     }
     let response = app
         .clone()
-        .oneshot(request.body(Body::from(body.unwrap_or("").to_string())).unwrap())
+        .oneshot(
+            request
+                .body(Body::from(body.unwrap_or("").to_string()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[tokio::test]
@@ -56,8 +88,18 @@ async fn missing_malformed_and_wrong_keys_get_401_with_a_reason() {
     let (app, _, key, _) = setup().await;
     let (status, body) = call(&app, "GET", "/admin/v1/settings", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert!(body["error"]["message"].as_str().unwrap().contains("Bearer"));
-    for bad in ["nonsense", "cl.acme.x.y", &format!("{key}x"), &key.replace("cl.acme.", "cl.globex.")] {
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer")
+    );
+    for bad in [
+        "nonsense",
+        "cl.acme.x.y",
+        &format!("{key}x"),
+        &key.replace("cl.acme.", "cl.globex."),
+    ] {
         let (status, body) = call(&app, "GET", "/admin/v1/settings", Some(bad), None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
         assert_eq!(body["error"]["code"], "unauthorized");
@@ -72,7 +114,14 @@ async fn settings_round_trip_and_stay_within_their_tenant() {
     settings["time_zone"] = "Europe/Warsaw".into();
     settings["survey_kind"] = "nps".into();
     settings["survey_delay_hours"] = 4.into();
-    let (status, saved) = call(&app, "PUT", "/admin/v1/settings", Some(&acme), Some(&settings.to_string())).await;
+    let (status, saved) = call(
+        &app,
+        "PUT",
+        "/admin/v1/settings",
+        Some(&acme),
+        Some(&settings.to_string()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{saved}");
     let (_, read_back) = call(&app, "GET", "/admin/v1/settings", Some(&acme), None).await;
     assert_eq!(read_back, settings);
@@ -87,17 +136,49 @@ async fn invalid_settings_are_refused_with_the_field_named_and_nothing_saved() {
     let (app, _, key, _) = setup().await;
     let (_, original) = call(&app, "GET", "/admin/v1/settings", Some(&key), None).await;
     let cases = [
-        (r#"{"time_zone":"#, StatusCode::BAD_REQUEST, "malformed_json", ""),
-        (&*original.to_string().replace("\"UTC\"", "\"Mars/Olympus\""), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "Mars/Olympus"),
-        (&*original.to_string().replace("\"csat\"", "\"stars\""), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "survey_kind"),
-        (&*original.to_string().replace("{", "{\"colour\":1,"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "colour"),
-        (&*original.to_string().replace("#2563eb", "blue"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "brand_color"),
+        (
+            r#"{"time_zone":"#,
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "",
+        ),
+        (
+            &*original.to_string().replace("\"UTC\"", "\"Mars/Olympus\""),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "Mars/Olympus",
+        ),
+        (
+            &*original.to_string().replace("\"csat\"", "\"stars\""),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "survey_kind",
+        ),
+        (
+            &*original.to_string().replace("{", "{\"colour\":1,"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "colour",
+        ),
+        (
+            &*original.to_string().replace("#2563eb", "blue"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "brand_color",
+        ),
     ];
     for (body, want_status, want_code, mention) in cases {
-        let (status, answer) = call(&app, "PUT", "/admin/v1/settings", Some(&key), Some(body)).await;
+        let (status, answer) =
+            call(&app, "PUT", "/admin/v1/settings", Some(&key), Some(body)).await;
         assert_eq!(status, want_status, "{body} -> {answer}");
         assert_eq!(answer["error"]["code"], want_code, "{answer}");
-        assert!(answer["error"]["message"].as_str().unwrap().contains(mention), "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(mention),
+            "{answer}"
+        );
     }
     let (_, after) = call(&app, "GET", "/admin/v1/settings", Some(&key), None).await;
     assert_eq!(after, original);
@@ -108,5 +189,10 @@ async fn unknown_routes_get_a_json_404() {
     let (app, _, key, _) = setup().await;
     let (status, body) = call(&app, "GET", "/admin/v1/nothing-here", Some(&key), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(body["error"]["message"].as_str().unwrap().contains("/admin/v1/nothing-here"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/admin/v1/nothing-here")
+    );
 }

@@ -7,6 +7,10 @@ use closedloop_core::sweeps::{self, SweepReport};
 
 pub async fn handle(store: &dyn ItemStore, clock: &dyn Clock) -> Result<SweepReport, StoreError> {
     let report = sweeps::detractor_sweep(store, clock.now()).await?;
-    tracing::info!(items_read = report.items_read, changed = report.changed, "detractor sweep done");
+    tracing::info!(
+        items_read = report.items_read,
+        changed = report.changed,
+        "detractor sweep done"
+    );
     Ok(report)
 }

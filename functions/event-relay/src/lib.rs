@@ -20,8 +20,12 @@ pub struct ItemFailure {
 
 pub async fn handle(publisher: &dyn EventPublisher, event: StreamEvent) -> BatchResponse {
     let outcome = relay::relay(&event.records, publisher).await;
-    tracing::info!(published = outcome.published, skipped = outcome.skipped,
-        failed = outcome.failed_sequence_numbers.len(), "relayed outbox batch");
+    tracing::info!(
+        published = outcome.published,
+        skipped = outcome.skipped,
+        failed = outcome.failed_sequence_numbers.len(),
+        "relayed outbox batch"
+    );
     BatchResponse {
         batch_item_failures: outcome
             .failed_sequence_numbers

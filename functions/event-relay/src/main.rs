@@ -9,7 +9,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let publisher = aws.publisher;
     lambda_runtime::run(service_fn(|event: LambdaEvent<StreamEvent>| {
         let publisher = publisher.clone();
-        async move { Ok::<_, lambda_runtime::Error>(event_relay::handle(publisher.as_ref(), event.payload).await) }
+        async move {
+            Ok::<_, lambda_runtime::Error>(
+                event_relay::handle(publisher.as_ref(), event.payload).await,
+            )
+        }
     }))
     .await
 }

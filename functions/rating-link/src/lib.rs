@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use closedloop_core::ports::Clock;
 use closedloop_core::ratings::{self, RatingError};
 use closedloop_core::store::ItemStore;
@@ -33,7 +33,14 @@ async fn scanned() -> StatusCode {
 }
 
 async fn click(State(state): State<RatingLinkState>, Path(token): Path<String>) -> Response {
-    match ratings::record_click(state.store.as_ref(), &state.keyring, state.clock.now(), &token).await {
+    match ratings::record_click(
+        state.store.as_ref(),
+        &state.keyring,
+        state.clock.now(),
+        &token,
+    )
+    .await
+    {
         Ok(recorded) => page(
             StatusCode::OK,
             "Thank you!",

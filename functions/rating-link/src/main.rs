@@ -7,6 +7,10 @@ use rating_link::{RatingLinkState, router};
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let aws = AwsAdapters::from_env().await?;
-    let state = RatingLinkState { store: aws.store, clock: aws.clock, keyring: Arc::new(aws.config.token_keys) };
+    let state = RatingLinkState {
+        store: aws.store,
+        clock: aws.clock,
+        keyring: Arc::new(aws.config.token_keys),
+    };
     closedloop_http::run_on_lambda(router(state)).await
 }

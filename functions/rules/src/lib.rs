@@ -14,14 +14,21 @@ use closedloop_core::store::{ItemStore, StoreError};
 /// Rules are re-read at most this often per tenant and warm instance.
 pub const RULE_CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// A tenant's rules and when they were read.
+type CachedRules = (Instant, Arc<Vec<Rule>>);
+
 /// A tenant-scoped cache of rules, kept across warm invocations.
 #[derive(Default)]
 pub struct RuleCache {
-    entries: Mutex<HashMap<TenantId, (Instant, Arc<Vec<Rule>>)>>,
+    entries: Mutex<HashMap<TenantId, CachedRules>>,
 }
 
 impl RuleCache {
-    pub async fn rules(&self, store: &dyn ItemStore, tenant: &TenantId) -> Result<Arc<Vec<Rule>>, StoreError> {
+    pub async fn rules(
+        &self,
+        store: &dyn ItemStore,
+        tenant: &TenantId,
+    ) -> Result<Arc<Vec<Rule>>, StoreError> {
         if let Some((at, rules)) = self.entries.lock().expect("cache lock").get(tenant)
             && at.elapsed() < RULE_CACHE_TTL
         {

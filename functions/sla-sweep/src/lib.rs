@@ -7,6 +7,10 @@ use closedloop_core::sweeps::{self, SweepReport};
 
 pub async fn handle(store: &dyn ItemStore, clock: &dyn Clock) -> Result<SweepReport, StoreError> {
     let report = sweeps::sla_sweep(store, clock.now()).await?;
-    tracing::info!(items_read = report.items_read, breached = report.changed, "sla sweep done");
+    tracing::info!(
+        items_read = report.items_read,
+        breached = report.changed,
+        "sla sweep done"
+    );
     Ok(report)
 }

@@ -10,7 +10,9 @@ use closedloop_core::surveys::{self, LinkSigner, ScheduleOutcome, SurveyError};
 pub enum Handled {
     TicketEvent(ScheduleOutcome),
     /// A scheduled tick: how many due requests were sent.
-    Tick { sent: usize },
+    Tick {
+        sent: usize,
+    },
 }
 
 /// A closedloop ticket event is handled as such; anything else is a schedule tick.

@@ -7,11 +7,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let aws = AwsAdapters::from_env().await?;
     let aws = &aws;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        let links = LinkSigner { keyring: &aws.config.token_keys, public_base_url: &aws.config.public_base_url };
-        survey_scheduler::handle(aws.store.as_ref(), aws.mailer.as_ref(), aws.clock.as_ref(), &links, &event.payload)
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let links = LinkSigner {
+                keyring: &aws.config.token_keys,
+                public_base_url: &aws.config.public_base_url,
+            };
+            survey_scheduler::handle(
+                aws.store.as_ref(),
+                aws.mailer.as_ref(),
+                aws.clock.as_ref(),
+                &links,
+                &event.payload,
+            )
             .await?;
-        Ok::<_, lambda_runtime::Error>(())
-    }))
+            Ok::<_, lambda_runtime::Error>(())
+        },
+    ))
     .await
 }

@@ -36,26 +36,48 @@ async fn receive(
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     // An unknown tenant gets the same answer as a bad signature: no tenant discovery.
-    let tenant = TenantId::parse(&tenant)
-        .map_err(|_| ApiError::unauthorized("the request is not signed for this tenant and source"))?;
+    let tenant = TenantId::parse(&tenant).map_err(|_| {
+        ApiError::unauthorized("the request is not signed for this tenant and source")
+    })?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    match ingest::ingest_webhook(state.store.as_ref(), state.clock.now(), &tenant, &source, signature, &body).await {
-        Ok(IngestOutcome::Accepted { event_id, event_type }) => Ok((
+    match ingest::ingest_webhook(
+        state.store.as_ref(),
+        state.clock.now(),
+        &tenant,
+        &source,
+        signature,
+        &body,
+    )
+    .await
+    {
+        Ok(IngestOutcome::Accepted {
+            event_id,
+            event_type,
+        }) => Ok((
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "status": "accepted", "event_id": event_id.to_string(), "type": event_type })),
+            Json(
+                serde_json::json!({ "status": "accepted", "event_id": event_id.to_string(), "type": event_type }),
+            ),
         )),
-        Ok(IngestOutcome::Duplicate) => Ok((StatusCode::OK, Json(serde_json::json!({ "status": "duplicate" })))),
+        Ok(IngestOutcome::Duplicate) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "duplicate" })),
+        )),
         Err(e) => Err(to_api_error(e)),
     }
 }
 
 fn to_api_error(e: IngestError) -> ApiError {
     match e {
-        IngestError::UnknownSource(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_source", e.to_string()),
+        IngestError::UnknownSource(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_source", e.to_string())
+        }
         IngestError::NotConfigured(_) | IngestError::Signature(_) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
         }
-        IngestError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
+        IngestError::TooLarge(_) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+        }
         IngestError::BadBody(_) | IngestError::UnsupportedType(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
         }

@@ -5,5 +5,9 @@ use webhooks::{WebhooksState, router};
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let aws = AwsAdapters::from_env().await?;
-    closedloop_http::run_on_lambda(router(WebhooksState { store: aws.store, clock: aws.clock })).await
+    closedloop_http::run_on_lambda(router(WebhooksState {
+        store: aws.store,
+        clock: aws.clock,
+    }))
+    .await
 }

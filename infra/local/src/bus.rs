@@ -29,14 +29,22 @@ struct Deliverer {
 }
 
 impl LocalBus {
-    pub fn new(routes: &Routes, functions: Arc<Functions>, dead_letters: PathBuf) -> std::io::Result<Self> {
+    pub fn new(
+        routes: &Routes,
+        functions: Arc<Functions>,
+        dead_letters: PathBuf,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dead_letters)?;
         let routes = routes
             .functions
             .iter()
             .flat_map(|f| f.events.iter().map(|e| (f.logical_id.clone(), e.clone())))
             .collect();
-        let deliverer = Arc::new(Deliverer { functions, dead_letters, retry_base: Duration::from_millis(100) });
+        let deliverer = Arc::new(Deliverer {
+            functions,
+            dead_letters,
+            retry_base: Duration::from_millis(100),
+        });
         Ok(LocalBus { routes, deliverer })
     }
 
@@ -70,7 +78,9 @@ impl Deliverer {
     }
 
     fn dead_letter(&self, function: &str, rule: &str, event: &serde_json::Value, reason: &str) {
-        let path = self.dead_letters.join(format!("{}.json", ulid::Ulid::new()));
+        let path = self
+            .dead_letters
+            .join(format!("{}.json", ulid::Ulid::new()));
         let body = serde_json::json!({ "function": function, "rule": rule, "reason": reason, "event": event });
         match std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap_or_default()) {
             Ok(()) => tracing::error!(function, path = %path.display(), "delivery dead-lettered"),

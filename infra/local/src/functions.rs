@@ -37,34 +37,56 @@ impl Functions {
                 clock: self.clock.clone(),
                 keyring: self.keyring.clone(),
             }),
-            WEBHOOKS => webhooks::router(webhooks::WebhooksState { store: self.store.clone(), clock: self.clock.clone() }),
-            ADMIN_API => admin_api::router(admin_api::AdminState { store: self.store.clone() }),
+            WEBHOOKS => webhooks::router(webhooks::WebhooksState {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+            }),
+            ADMIN_API => admin_api::router(admin_api::AdminState {
+                store: self.store.clone(),
+            }),
             _ => return None,
         })
     }
 
     /// Invokes an event-driven function as Lambda would, with the event's JSON.
-    pub async fn invoke_event(&self, logical_id: &str, event: serde_json::Value) -> Result<(), String> {
+    pub async fn invoke_event(
+        &self,
+        logical_id: &str,
+        event: serde_json::Value,
+    ) -> Result<(), String> {
         let store = self.store.as_ref();
         let clock = self.clock.as_ref();
-        let result = match logical_id {
-            RULES => rules::handle(store, clock, &self.rule_cache, &event).await.map(drop).map_err(|e| e.to_string()),
+        match logical_id {
+            RULES => rules::handle(store, clock, &self.rule_cache, &event)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
             ACTIONS => actions::handle(store, self.mailer.as_ref(), clock, &event)
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
             SURVEY_SCHEDULER => {
-                let links = LinkSigner { keyring: &self.keyring, public_base_url: &self.public_base_url };
+                let links = LinkSigner {
+                    keyring: &self.keyring,
+                    public_base_url: &self.public_base_url,
+                };
                 survey_scheduler::handle(store, self.mailer.as_ref(), clock, &links, &event)
                     .await
                     .map(drop)
                     .map_err(|e| e.to_string())
             }
-            SLA_SWEEP => sla_sweep::handle(store, clock).await.map(drop).map_err(|e| e.to_string()),
-            DETRACTOR_SWEEP => detractor_sweep::handle(store, clock).await.map(drop).map_err(|e| e.to_string()),
-            other => Err(format!("{other} is not an event-driven function of this runner")),
-        };
-        result
+            SLA_SWEEP => sla_sweep::handle(store, clock)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            DETRACTOR_SWEEP => detractor_sweep::handle(store, clock)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            other => Err(format!(
+                "{other} is not an event-driven function of this runner"
+            )),
+        }
     }
 
     /// Invokes `event-relay` with a DynamoDB stream event; returns the failed sequence numbers.

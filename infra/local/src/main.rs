@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use closedloop::runner::{self, RunnerConfig};
 
 #[derive(Parser)]
-#[command(name = "closedloop", version, about = "closedloop: the customer-feedback loop, run locally")]
+#[command(
+    name = "closedloop",
+    version,
+    about = "closedloop: the customer-feedback loop, run locally"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,13 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up { port, host, data_dir, demo, template } => {
+        Command::Up {
+            port,
+            host,
+            data_dir,
+            demo,
+            template,
+        } => {
             let mut config = RunnerConfig::new(&data_dir, SocketAddr::new(host, port));
             config.demo = demo;
             if let Some(path) = template {
@@ -84,7 +94,10 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let now = chrono::Utc::now().timestamp();
-            println!("{}", closedloop_core::signature::sign_timestamped(secret.as_bytes(), now, &body));
+            println!(
+                "{}",
+                closedloop_core::signature::sign_timestamped(secret.as_bytes(), now, &body)
+            );
             ExitCode::SUCCESS
         }
     }
@@ -95,7 +108,10 @@ fn print_banner(info: &runner::StartupInfo) {
     println!("closedloop is up\n");
     println!("  HTTP            {}", info.base_url);
     println!("  admin API       {}/admin/v1/health", info.base_url);
-    println!("  webhooks        {}/webhooks/{}/generic", info.base_url, t.tenant);
+    println!(
+        "  webhooks        {}/webhooks/{}/generic",
+        info.base_url, t.tenant
+    );
     println!("  store           {}", info.store_path.display());
     println!("  outbox (mail)   {}", info.outbox_dir.display());
     println!("  dead letters    {}", info.dead_letter_dir.display());
@@ -104,10 +120,19 @@ fn print_banner(info: &runner::StartupInfo) {
     println!("  admin API key   {}", t.api_key);
     println!("  webhook secret  {}", t.webhook_secret);
     println!();
-    println!("  try:  curl -H 'Authorization: Bearer {}' {}/admin/v1/settings", t.api_key, info.base_url);
+    println!(
+        "  try:  curl -H 'Authorization: Bearer {}' {}/admin/v1/settings",
+        t.api_key, info.base_url
+    );
     if let Some(first) = info.demo_tickets.first() {
-        println!("  try:  curl -X POST {}/sandbox/tickets/{first}/close", info.base_url);
-        println!("        then open the newest .eml in {}", info.outbox_dir.display());
+        println!(
+            "  try:  curl -X POST {}/sandbox/tickets/{first}/close",
+            info.base_url
+        );
+        println!(
+            "        then open the newest .eml in {}",
+            info.outbox_dir.display()
+        );
     }
     println!("\n  Ctrl-C stops it; nothing queued is lost.");
 }

@@ -10,12 +10,12 @@ use axum::Router;
 use axum::routing::any_service;
 use closedloop_core::ports::{Clock, SystemClock};
 use closedloop_core::store::ItemStore;
-use closedloop_embedded::{OpenError, SqliteStore};
 use closedloop_embedded::outbox_mailer::OutboxMailer;
+use closedloop_embedded::{OpenError, SqliteStore};
 use closedloop_eventpattern::template::{Routes, TemplateError};
 use tokio::sync::watch;
-use tower::ServiceExt;
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 use crate::bus::LocalBus;
 use crate::functions::{EVENT_RELAY, Functions};
@@ -59,12 +59,20 @@ impl RunnerConfig {
 pub enum RunnerError {
     #[error("{0}")]
     Store(#[from] OpenError),
-    #[error("cannot listen on {addr}: {source}. Is another closedloop running? Pick another port with --port")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "cannot listen on {addr}: {source}. Is another closedloop running? Pick another port with --port"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("template.yaml is invalid: {0}")]
     Template(#[from] TemplateError),
     #[error("cannot prepare {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("setting up the first tenant failed: {0}")]
     Setup(String),
 }
@@ -92,7 +100,10 @@ pub struct Running {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError + '_ {
-    move |source| RunnerError::Io { path: path.to_path_buf(), source }
+    move |source| RunnerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
@@ -102,11 +113,18 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
     let store = SqliteStore::open(&store_path)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|source| RunnerError::Bind { addr: config.bind, source })?;
-    let addr = listener.local_addr().map_err(|source| RunnerError::Bind { addr: config.bind, source })?;
+        .map_err(|source| RunnerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunnerError::Bind {
+        addr: config.bind,
+        source,
+    })?;
     let base_url = format!("http://{addr}");
 
-    let keyring = setup::load_or_create_keyring(&config.data_dir).map_err(io_err(&config.data_dir))?;
+    let keyring =
+        setup::load_or_create_keyring(&config.data_dir).map_err(io_err(&config.data_dir))?;
     let outbox_dir = config.data_dir.join("outbox");
     let dead_letter_dir = config.data_dir.join("dead-letters");
     let mailer = OutboxMailer::new(&outbox_dir, &config.mail_from).map_err(io_err(&outbox_dir))?;
@@ -118,10 +136,18 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         public_base_url: base_url.clone(),
         rule_cache: rules::RuleCache::default(),
     });
-    let tenant = setup::first_tenant(&config.data_dir, functions.store.as_ref(), config.demo, config.clock.now())
-        .await
-        .map_err(|e| RunnerError::Setup(e.to_string()))?;
-    let bus = Arc::new(LocalBus::new(&routes, functions.clone(), dead_letter_dir.clone()).map_err(io_err(&dead_letter_dir))?);
+    let tenant = setup::first_tenant(
+        &config.data_dir,
+        functions.store.as_ref(),
+        config.demo,
+        config.clock.now(),
+    )
+    .await
+    .map_err(|e| RunnerError::Setup(e.to_string()))?;
+    let bus = Arc::new(
+        LocalBus::new(&routes, functions.clone(), dead_letter_dir.clone())
+            .map_err(io_err(&dead_letter_dir))?,
+    );
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -131,14 +157,27 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         let shutdown = async move {
             let _ = http_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
     if config.relay_outbox {
-        tasks.spawn(relay_loop(store.clone(), functions.clone(), bus.clone(), routes.clone(), stopped.clone()));
+        tasks.spawn(relay_loop(
+            store.clone(),
+            functions.clone(),
+            bus.clone(),
+            routes.clone(),
+            stopped.clone(),
+        ));
     }
-    tasks.spawn(purge_loop(store.clone(), config.clock.clone(), stopped.clone()));
+    tasks.spawn(purge_loop(
+        store.clone(),
+        config.clock.clone(),
+        stopped.clone(),
+    ));
     if config.run_schedules {
         for function in &routes.functions {
             for schedule in function.schedules.iter().filter(|s| s.enabled) {
@@ -156,28 +195,53 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         store_path,
         outbox_dir,
         dead_letter_dir,
-        demo_tickets: if config.demo { sandbox::DEMO_TICKETS.iter().map(|t| t.id.to_string()).collect() } else { vec![] },
+        demo_tickets: if config.demo {
+            sandbox::DEMO_TICKETS
+                .iter()
+                .map(|t| t.id.to_string())
+                .collect()
+        } else {
+            vec![]
+        },
         tenant,
     };
-    Ok(Running { addr, info, store, functions, bus, routes, stop, tasks })
+    Ok(Running {
+        addr,
+        info,
+        store,
+        functions,
+        bus,
+        routes,
+        stop,
+        tasks,
+    })
 }
 
 /// API Gateway routes from the template, each served by its function's Router.
-fn http_app(routes: &Routes, functions: &Arc<Functions>, demo: bool, tenant: &setup::TenantCredentials) -> Router {
+fn http_app(
+    routes: &Routes,
+    functions: &Arc<Functions>,
+    demo: bool,
+    tenant: &setup::TenantCredentials,
+) -> Router {
     let mut app = Router::new();
     let mut seen = std::collections::HashSet::new();
     for function in &routes.functions {
-        let Some(router) = functions.http_router(&function.logical_id) else { continue };
+        let Some(router) = functions.http_router(&function.logical_id) else {
+            continue;
+        };
         for route in &function.http {
             // The function's own Router checks the method; here only the path decides.
             let path = route.path.replace("+}", "}").replace("{proxy}", "{*proxy}");
             if seen.insert(path.clone()) {
                 // A fresh request, as Lambda gives each function: the outer route's path
                 // parameters must not leak into the function's own routing.
-                let function = router.clone().map_request(|mut request: axum::extract::Request| {
-                    *request.extensions_mut() = axum::http::Extensions::new();
-                    request
-                });
+                let function = router
+                    .clone()
+                    .map_request(|mut request: axum::extract::Request| {
+                        *request.extensions_mut() = axum::http::Extensions::new();
+                        request
+                    });
                 app = app.route_service(&path, any_service(function));
             }
         }
@@ -233,7 +297,9 @@ pub(crate) async fn relay_once(
 ) -> Result<usize, closedloop_core::store::StoreError> {
     let after = store.stream_checkpoint_get(RELAY_CONSUMER).await?;
     let records = store.stream_read(after, RELAY_BATCH).await?;
-    let Some(last) = records.last().map(|r| r.seq) else { return Ok(0) };
+    let Some(last) = records.last().map(|r| r.seq) else {
+        return Ok(0);
+    };
     // The same shape Lambda gets from a DynamoDB stream, filtered by the template's FilterCriteria.
     let lambda_records: Vec<serde_json::Value> = records
         .iter()
@@ -252,7 +318,9 @@ pub(crate) async fn relay_once(
         Some(first_failed) => first_failed - 1,
         None => last,
     };
-    store.stream_checkpoint_set(RELAY_CONSUMER, checkpoint).await?;
+    store
+        .stream_checkpoint_set(RELAY_CONSUMER, checkpoint)
+        .await?;
     Ok((checkpoint - after) as usize)
 }
 
@@ -276,13 +344,18 @@ async fn schedule_loop(
 ) {
     loop {
         let now = chrono::Utc::now();
-        let Some(next) = expression.next_after(now) else { return };
+        let Some(next) = expression.next_after(now) else {
+            return;
+        };
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        if let Err(e) = functions.invoke_event(&function, scheduled_event(next)).await {
+        if let Err(e) = functions
+            .invoke_event(&function, scheduled_event(next))
+            .await
+        {
             tracing::warn!(function, error = %e, "scheduled run failed");
         }
     }
@@ -297,7 +370,9 @@ pub fn scheduled_event(at: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
 impl Running {
     /// Runs a scheduled function once, now (what its schedule would do).
     pub async fn fire_schedule(&self, function: &str) -> Result<(), String> {
-        self.functions.invoke_event(function, scheduled_event(self.functions.clock.now())).await
+        self.functions
+            .invoke_event(function, scheduled_event(self.functions.clock.now()))
+            .await
     }
 
     /// Relays until the outbox is empty: every event so far has been handled.
@@ -331,8 +406,9 @@ impl Running {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -27,10 +27,34 @@ pub struct DemoTicket {
 }
 
 pub const DEMO_TICKETS: [DemoTicket; 4] = [
-    DemoTicket { id: "1001", subject: "Printer on floor 2 jams on every job", contact: ("c-bob", "Bob Stone", "bob@northwind.example"), account: ("acc-northwind", "Northwind Traders"), agent: "a-alice" },
-    DemoTicket { id: "1002", subject: "VPN drops every 10 minutes", contact: ("c-cindy", "Cindy Park", "cindy@northwind.example"), account: ("acc-northwind", "Northwind Traders"), agent: "a-alice" },
-    DemoTicket { id: "1003", subject: "New laptop for the sales team", contact: ("c-dan", "Dan Ortiz", "dan@contoso.example"), account: ("acc-contoso", "Contoso Ltd"), agent: "a-mark" },
-    DemoTicket { id: "1004", subject: "Password reset for the ERP", contact: ("c-erin", "Erin Wu", "erin@contoso.example"), account: ("acc-contoso", "Contoso Ltd"), agent: "a-mark" },
+    DemoTicket {
+        id: "1001",
+        subject: "Printer on floor 2 jams on every job",
+        contact: ("c-bob", "Bob Stone", "bob@northwind.example"),
+        account: ("acc-northwind", "Northwind Traders"),
+        agent: "a-alice",
+    },
+    DemoTicket {
+        id: "1002",
+        subject: "VPN drops every 10 minutes",
+        contact: ("c-cindy", "Cindy Park", "cindy@northwind.example"),
+        account: ("acc-northwind", "Northwind Traders"),
+        agent: "a-alice",
+    },
+    DemoTicket {
+        id: "1003",
+        subject: "New laptop for the sales team",
+        contact: ("c-dan", "Dan Ortiz", "dan@contoso.example"),
+        account: ("acc-contoso", "Contoso Ltd"),
+        agent: "a-mark",
+    },
+    DemoTicket {
+        id: "1004",
+        subject: "Password reset for the ERP",
+        contact: ("c-erin", "Erin Wu", "erin@contoso.example"),
+        account: ("acc-contoso", "Contoso Ltd"),
+        agent: "a-mark",
+    },
 ];
 
 pub fn demo_agents() -> Vec<Agent> {
@@ -45,7 +69,9 @@ fn snapshot(ticket: &DemoTicket, status: &str) -> TicketSnapshot {
         id: TicketId::parse(ticket.id).expect("demo ids are valid"),
         subject: ticket.subject.into(),
         status: status.into(),
-        agent: demo_agents().into_iter().find(|a| a.id.as_str() == ticket.agent),
+        agent: demo_agents()
+            .into_iter()
+            .find(|a| a.id.as_str() == ticket.agent),
         contact: Contact {
             id: ContactId::parse(ticket.contact.0).expect("demo ids are valid"),
             name: ticket.contact.1.into(),
@@ -56,7 +82,10 @@ fn snapshot(ticket: &DemoTicket, status: &str) -> TicketSnapshot {
             }),
         },
         channel: Some("email".into()),
-        url: Some(format!("https://helpdesk.demo.example/tickets/{}", ticket.id)),
+        url: Some(format!(
+            "https://helpdesk.demo.example/tickets/{}",
+            ticket.id
+        )),
         tags: vec![],
         updated_at: chrono::Utc::now(),
     }
@@ -96,16 +125,34 @@ async fn change(
         "ticket": snapshot(ticket, status),
     }))
     .expect("demo deliveries serialise");
-    let signature = sign_timestamped(state.tenant.webhook_secret.as_bytes(), now.timestamp(), &body);
+    let signature = sign_timestamped(
+        state.tenant.webhook_secret.as_bytes(),
+        now.timestamp(),
+        &body,
+    );
     let request = Request::post(format!("/webhooks/{}/generic", state.tenant.tenant))
         .header("content-type", "application/json")
         .header(SIGNATURE_HEADER, signature)
         .body(Body::from(body))
         .expect("valid request");
-    let webhooks = state.functions.http_router(WEBHOOKS).expect("webhooks is an HTTP function");
-    let response = webhooks.oneshot(request).await.map_err(ApiError::internal)?;
+    let webhooks = state
+        .functions
+        .http_router(WEBHOOKS)
+        .expect("webhooks is an HTTP function");
+    let response = webhooks
+        .oneshot(request)
+        .await
+        .map_err(ApiError::internal)?;
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.map_err(ApiError::internal)?;
-    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok((status, Json(serde_json::json!({ "sent_webhook": event_type, "ticket": ticket.id, "webhooks_answered": answer }))))
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map_err(ApiError::internal)?;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((
+        status,
+        Json(
+            serde_json::json!({ "sent_webhook": event_type, "ticket": ticket.id, "webhooks_answered": answer }),
+        ),
+    ))
 }

@@ -20,7 +20,11 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         file.write_all(contents.as_bytes())?;
         file.sync_all()
     }
@@ -35,7 +39,8 @@ pub fn load_or_create_keyring(data_dir: &Path) -> std::io::Result<TokenKeyring> 
         write_private(&path, &TokenKeyring::generate_spec("local1"))?;
     }
     let spec = std::fs::read_to_string(&path)?;
-    TokenKeyring::parse(spec.trim()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    TokenKeyring::parse(spec.trim())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// A tenant's credentials as the local runner shows them.
@@ -60,7 +65,11 @@ pub async fn first_tenant(
     }
     let id = TenantId::parse(name)?;
     let settings = if demo {
-        TenantSettings { brand_name: "Demo Helpdesk".into(), brand_color: "#0f766e".into(), ..TenantSettings::default() }
+        TenantSettings {
+            brand_name: "Demo Helpdesk".into(),
+            brand_color: "#0f766e".into(),
+            ..TenantSettings::default()
+        }
     } else {
         TenantSettings::default()
     };
@@ -78,9 +87,17 @@ pub async fn first_tenant(
 }
 
 /// A few agents and rules, so the demo does something on the first ticket.
-async fn seed_demo(store: &dyn ItemStore, tenant: &TenantId) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn seed_demo(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     for agent in crate::sandbox::demo_agents() {
-        store.put(record_item(&keys::agent(tenant, agent.id.as_str()), "agent", &agent), None).await?;
+        store
+            .put(
+                record_item(&keys::agent(tenant, agent.id.as_str()), "agent", &agent),
+                None,
+            )
+            .await?;
     }
     let lead = Email::parse("team-lead@demo.example")?;
     let rules = [

@@ -16,7 +16,10 @@ pub struct EventBridgePublisher {
 
 impl EventBridgePublisher {
     pub fn new(client: Client, bus_name: impl Into<String>) -> Self {
-        EventBridgePublisher { client, bus_name: bus_name.into() }
+        EventBridgePublisher {
+            client,
+            bus_name: bus_name.into(),
+        }
     }
 }
 
@@ -39,7 +42,13 @@ impl EventPublisher for EventBridgePublisher {
                         .build()
                 })
                 .collect::<Vec<_>>();
-            let output = match self.client.put_events().set_entries(Some(entries)).send().await {
+            let output = match self
+                .client
+                .put_events()
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
                 Ok(output) => output,
                 Err(e) => {
                     let why = aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string();

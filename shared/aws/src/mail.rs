@@ -12,7 +12,10 @@ pub struct SesMailer {
 
 impl SesMailer {
     pub fn new(client: Client, from: impl Into<String>) -> Self {
-        SesMailer { client, from: from.into() }
+        SesMailer {
+            client,
+            from: from.into(),
+        }
     }
 }
 
@@ -31,7 +34,9 @@ impl Mailer for SesMailer {
         if let Some(html) = &email.html {
             body = body.html(content(html)?);
         }
-        let mut message = Message::builder().subject(content(&email.subject)?).body(body.build());
+        let mut message = Message::builder()
+            .subject(content(&email.subject)?)
+            .body(body.build());
         for (name, value) in &email.headers {
             message = message.headers(
                 MessageHeader::builder()
@@ -61,7 +66,11 @@ impl Mailer for SesMailer {
                     s.is_too_many_requests_exception() || s.is_limit_exceeded_exception()
                 });
                 let why = aws_sdk_sesv2::error::DisplayErrorContext(&e).to_string();
-                Err(if transient { MailError::Transient(why) } else { MailError::Rejected(why) })
+                Err(if transient {
+                    MailError::Transient(why)
+                } else {
+                    MailError::Rejected(why)
+                })
             }
         }
     }

@@ -38,12 +38,18 @@ impl AwsAdapters {
         let config = FunctionConfig::from_env()?;
         let sdk = sdk_config().await;
         Ok(AwsAdapters {
-            store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table_name.clone())),
+            store: Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                config.table_name.clone(),
+            )),
             publisher: Arc::new(EventBridgePublisher::new(
                 aws_sdk_eventbridge::Client::new(&sdk),
                 config.event_bus_name.clone(),
             )),
-            mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&sdk), config.mail_from.clone())),
+            mailer: Arc::new(SesMailer::new(
+                aws_sdk_sesv2::Client::new(&sdk),
+                config.mail_from.clone(),
+            )),
             clock: Arc::new(SystemClock),
             config,
         })

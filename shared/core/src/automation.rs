@@ -7,13 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Action, Rule, Trigger};
 use crate::event::{EventEnvelope, EventType, MAX_EVENT_DEPTH};
-use crate::ids::{RuleId, TenantId};
 use crate::idempotency::{self, Begin, IdempotencyConfig, IdempotencyError};
+use crate::ids::{RuleId, TenantId};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::ports::{MailError, Mailer, OutgoingEmail};
 use crate::records::{read_record, record_item};
-use crate::store::{CancelReason, Condition, Item, ItemStore, Key, Query, SortKeyCondition, StoreError, WriteOp};
+use crate::store::{
+    CancelReason, Condition, Item, ItemStore, Key, Query, SortKeyCondition, StoreError, WriteOp,
+};
 use crate::templates;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +36,8 @@ impl AutomationError {
     /// Worth a retry (the function fails the invocation so EventBridge/Lambda retries).
     pub fn is_transient(&self) -> bool {
         match self {
-            AutomationError::Store(e) | AutomationError::Idempotency(IdempotencyError::Store(e)) => e.is_transient(),
+            AutomationError::Store(e)
+            | AutomationError::Idempotency(IdempotencyError::Store(e)) => e.is_transient(),
             AutomationError::Mail(MailError::Transient(_)) | AutomationError::InProgress(_) => true,
             _ => false,
         }
@@ -52,8 +55,17 @@ pub struct ActionRequest {
     pub cause: EventEnvelope,
 }
 
-pub async fn save_rule(store: &dyn ItemStore, tenant: &TenantId, rule: &Rule) -> Result<(), StoreError> {
-    store.put(record_item(&keys::rule(tenant, rule.id), "rule", rule), None).await
+pub async fn save_rule(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    rule: &Rule,
+) -> Result<(), StoreError> {
+    store
+        .put(
+            record_item(&keys::rule(tenant, rule.id), "rule", rule),
+            None,
+        )
+        .await
 }
 
 /// The tenant's rules (one partition; a tenant has at most a few thousand).
@@ -81,11 +93,15 @@ pub async fn load_rules(store: &dyn ItemStore, tenant: &TenantId) -> Result<Vec<
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Verdict {
-    Matched { actions_requested: usize },
+    Matched {
+        actions_requested: usize,
+    },
     /// A rule never re-fires on a chain it started.
     SkippedOwnChain,
     /// The chain reached the depth limit.
-    StoppedAtDepth { depth: u32 },
+    StoppedAtDepth {
+        depth: u32,
+    },
 }
 
 fn ticket_of(event: &EventEnvelope) -> Option<String> {
@@ -123,11 +139,17 @@ pub async fn evaluate(
         } else if event.depth >= MAX_EVENT_DEPTH {
             Verdict::StoppedAtDepth { depth: event.depth }
         } else {
-            Verdict::Matched { actions_requested: rule.actions.len() }
+            Verdict::Matched {
+                actions_requested: rule.actions.len(),
+            }
         };
         // The marker makes a redelivery of the same event a no-op for this rule.
         let marker = Key::new(
-            format!("{}#EVALUATED#{}", keys::tenant_prefix(&event.tenant_id), event.event_id),
+            format!(
+                "{}#EVALUATED#{}",
+                keys::tenant_prefix(&event.tenant_id),
+                event.event_id
+            ),
             format!("RULE#{}", rule.id),
         );
         let mut ops = vec![WriteOp::put_if(marker.to_item(), Condition::item_absent())];
@@ -160,7 +182,10 @@ pub async fn evaluate(
         match store.transact_write(ops).await {
             Ok(()) => verdicts.push((rule.id, verdict)),
             Err(StoreError::TransactionCanceled { reasons })
-                if matches!(reasons.first(), Some(Some(CancelReason::ConditionFailed(_)))) => {}
+                if matches!(
+                    reasons.first(),
+                    Some(Some(CancelReason::ConditionFailed(_)))
+                ) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -184,7 +209,10 @@ pub async fn execute(
     let request: ActionRequest = serde_json::from_value(event.data.clone())
         .map_err(|e| AutomationError::BadRequest(event.event_id, e.to_string()))?;
     let tenant = &event.tenant_id;
-    let claim = format!("action#{}#{}#{}", request.cause.event_id, request.rule_id, request.action_index);
+    let claim = format!(
+        "action#{}#{}#{}",
+        request.cause.event_id, request.rule_id, request.action_index
+    );
     match idempotency::begin(store, tenant, &claim, now, IdempotencyConfig::default()).await? {
         Begin::Started => {}
         Begin::AlreadyCompleted(_) => return Ok(ActionOutcome::AlreadyDone),
@@ -192,7 +220,8 @@ pub async fn execute(
     }
     let result = match &request.action {
         Action::SendEmail { to, subject, body } => {
-            let context = serde_json::json!({ "event": request.cause.data, "rule": request.rule_name });
+            let context =
+                serde_json::json!({ "event": request.cause.data, "rule": request.rule_name });
             match templates::render_email(subject, body, "", &context) {
                 Ok(rendered) => mailer
                     .send(&OutgoingEmail {
@@ -212,7 +241,13 @@ pub async fn execute(
     };
     match result {
         Ok(detail) => {
-            idempotency::complete(store, tenant, &claim, &serde_json::json!({ "detail": detail })).await?;
+            idempotency::complete(
+                store,
+                tenant,
+                &claim,
+                &serde_json::json!({ "detail": detail }),
+            )
+            .await?;
             if let Some(audit) = audit_item(
                 &request.cause,
                 now,

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, AgentId, CaseId, ContactId, RuleId, SurveyRequestId, TenantId, TicketId};
+use crate::ids::{
+    AccountId, AgentId, CaseId, ContactId, RuleId, SurveyRequestId, TenantId, TicketId,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -30,7 +32,10 @@ impl Email {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let s = s.trim();
         let bad = || DomainError::InvalidEmail(s.chars().take(80).collect());
-        if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)) {
+        if s.len() > 254
+            || s.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+        {
             return Err(bad());
         }
         let (local, domain) = s.split_once('@').ok_or_else(bad)?;
@@ -309,7 +314,10 @@ impl TenantSettings {
         if self.change_window_minutes > Self::MAX_CHANGE_WINDOW_MINUTES {
             return Err(DomainError::Invalid {
                 field: "change_window_minutes",
-                reason: format!("must be at most {} (one day)", Self::MAX_CHANGE_WINDOW_MINUTES),
+                reason: format!(
+                    "must be at most {} (one day)",
+                    Self::MAX_CHANGE_WINDOW_MINUTES
+                ),
             });
         }
         if !(6..=7).contains(&self.detractor_max_score) {
@@ -546,7 +554,16 @@ mod tests {
     #[test]
     fn emails_must_look_like_addresses() {
         assert!(Email::parse("ann@example.com").is_ok());
-        for bad in ["ann", "ann@", "@x.com", "a b@x.com", "a@x", "a@@x.com", "a@x..com", "<a@x.com>"] {
+        for bad in [
+            "ann",
+            "ann@",
+            "@x.com",
+            "a b@x.com",
+            "a@x",
+            "a@@x.com",
+            "a@x..com",
+            "<a@x.com>",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }
@@ -563,15 +580,31 @@ mod tests {
         let mut s = TenantSettings::default();
         assert!(s.validate().is_ok());
         s.brand_color = "blue".into();
-        assert!(s.validate().unwrap_err().to_string().starts_with("brand_color"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("brand_color")
+        );
         let json = r##"{"time_zone":"Mars/Base","survey_kind":"csat","survey_delay_hours":1,"change_window_minutes":5,"detractor_max_score":6,"brand_name":"x","brand_color":"#000000"}"##;
-        assert!(serde_json::from_str::<TenantSettings>(json).unwrap_err().to_string().contains("Mars/Base"));
+        assert!(
+            serde_json::from_str::<TenantSettings>(json)
+                .unwrap_err()
+                .to_string()
+                .contains("Mars/Base")
+        );
     }
 
     #[test]
     fn ratings_parse_per_kind() {
-        assert_eq!(Rating::parse(SurveyKind::Csat, "negative").unwrap(), Rating::Csat(CsatValue::Negative));
+        assert_eq!(
+            Rating::parse(SurveyKind::Csat, "negative").unwrap(),
+            Rating::Csat(CsatValue::Negative)
+        );
         assert!(Rating::parse(SurveyKind::Csat, "7").is_err());
-        assert_eq!(Rating::parse(SurveyKind::Nps, "7").unwrap().value_string(), "7");
+        assert_eq!(
+            Rating::parse(SurveyKind::Nps, "7").unwrap().value_string(),
+            "7"
+        );
     }
 }

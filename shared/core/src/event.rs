@@ -168,7 +168,7 @@ impl EventEnvelope {
             } else {
                 self.depth
             },
-            performed_by: performed_by.or_else(|| self.performed_by.clone()),
+            performed_by: performed_by.or(self.performed_by),
             data,
         }
     }

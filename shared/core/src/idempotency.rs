@@ -57,18 +57,26 @@ pub async fn begin(
     let record_key = keys::idempotency(tenant, key);
     let mut item = record_key.to_item();
     item.insert(STATUS.into(), Value::s(IN_PROGRESS));
-    item.insert(TTL_ATTRIBUTE.into(), Value::n((now + config.remember_for).timestamp()));
+    item.insert(
+        TTL_ATTRIBUTE.into(),
+        Value::n((now + config.remember_for).timestamp()),
+    );
     item.insert(
         IN_PROGRESS_EXPIRY.into(),
         Value::n((now + config.in_progress_timeout).timestamp_millis()),
     );
     // Free if absent, expired, or an in-progress claim whose holder has timed out.
     let claimable = Condition::item_absent()
-        .or(Condition::Lt(TTL_ATTRIBUTE.into(), Value::n(now.timestamp())))
-        .or(Condition::eq(STATUS, Value::s(IN_PROGRESS)).and(Condition::Lt(
-            IN_PROGRESS_EXPIRY.into(),
-            Value::n(now.timestamp_millis()),
-        )));
+        .or(Condition::Lt(
+            TTL_ATTRIBUTE.into(),
+            Value::n(now.timestamp()),
+        ))
+        .or(
+            Condition::eq(STATUS, Value::s(IN_PROGRESS)).and(Condition::Lt(
+                IN_PROGRESS_EXPIRY.into(),
+                Value::n(now.timestamp_millis()),
+            )),
+        );
     match store.put(item, Some(claimable)).await {
         Ok(()) => Ok(Begin::Started),
         Err(StoreError::ConditionFailed { old }) => {
@@ -108,13 +116,23 @@ pub async fn complete(
 }
 
 /// Gives the claim back after a failure, so a retry can run the effect.
-pub async fn release(store: &dyn ItemStore, tenant: &TenantId, key: &str) -> Result<(), IdempotencyError> {
+pub async fn release(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    key: &str,
+) -> Result<(), IdempotencyError> {
     store
         .delete(
             &keys::idempotency(tenant, key),
             Some(Condition::eq(STATUS, Value::s(IN_PROGRESS))),
         )
         .await
-        .or_else(|e| if e.is_condition_failure() { Ok(()) } else { Err(e) })?;
+        .or_else(|e| {
+            if e.is_condition_failure() {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
     Ok(())
 }

@@ -77,7 +77,9 @@ external_id!(AccountId, "account id");
 /// Identifiers minted by closedloop: ULIDs, so they sort by creation time.
 macro_rules! ulid_id {
     ($name:ident, $kind:literal) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(ulid::Ulid);
 
@@ -86,10 +88,12 @@ macro_rules! ulid_id {
                 $name(ulid::Ulid::new())
             }
             pub fn parse(s: &str) -> Result<Self, InvalidId> {
-                ulid::Ulid::from_string(s).map($name).map_err(|_| InvalidId {
-                    kind: $kind,
-                    reason: "must be a ULID".into(),
-                })
+                ulid::Ulid::from_string(s)
+                    .map($name)
+                    .map_err(|_| InvalidId {
+                        kind: $kind,
+                        reason: "must be a ULID".into(),
+                    })
             }
             pub fn ulid(&self) -> ulid::Ulid {
                 self.0

@@ -49,7 +49,10 @@ impl IngestError {
 
 #[derive(Debug, PartialEq)]
 pub enum IngestOutcome {
-    Accepted { event_id: ulid::Ulid, event_type: EventType },
+    Accepted {
+        event_id: ulid::Ulid,
+        event_type: EventType,
+    },
     /// Seen before: nothing done.
     Duplicate,
 }
@@ -74,7 +77,9 @@ pub async fn ingest_webhook(
     body: &[u8],
 ) -> Result<IngestOutcome, IngestError> {
     if source != GENERIC_SOURCE {
-        return Err(IngestError::UnknownSource(source.chars().take(40).collect()));
+        return Err(IngestError::UnknownSource(
+            source.chars().take(40).collect(),
+        ));
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(IngestError::TooLarge(body.len()));
@@ -86,8 +91,13 @@ pub async fn ingest_webhook(
     signature::verify_timestamped(signature_header, SIGNATURE_HEADER, &secrets, body, now)?;
     let delivery: GenericDelivery =
         serde_json::from_slice(body).map_err(|e| IngestError::BadBody(e.to_string()))?;
-    if delivery.delivery_id.is_empty() || delivery.delivery_id.len() > 128 || delivery.delivery_id.contains('#') {
-        return Err(IngestError::BadBody("delivery_id must be 1-128 characters without '#'".into()));
+    if delivery.delivery_id.is_empty()
+        || delivery.delivery_id.len() > 128
+        || delivery.delivery_id.contains('#')
+    {
+        return Err(IngestError::BadBody(
+            "delivery_id must be 1-128 characters without '#'".into(),
+        ));
     }
     let event_type = match EventType::parse(&delivery.event_type) {
         Some(
@@ -98,7 +108,11 @@ pub async fn ingest_webhook(
             | EventType::TicketTagAdded
             | EventType::TicketCustomerMessage),
         ) => t,
-        _ => return Err(IngestError::UnsupportedType(delivery.event_type.chars().take(40).collect())),
+        _ => {
+            return Err(IngestError::UnsupportedType(
+                delivery.event_type.chars().take(40).collect(),
+            ));
+        }
     };
     delivery
         .ticket
@@ -113,17 +127,30 @@ pub async fn ingest_webhook(
     );
     let mut dedupe = keys::webhook_delivery(tenant, source, &delivery.delivery_id).to_item();
     dedupe.insert("event_id".into(), Value::S(event.event_id.to_string()));
-    dedupe.insert(TTL_ATTRIBUTE.into(), Value::n((now + Duration::days(DEDUPE_DAYS)).timestamp()));
-    let ticket_item = record_item(&keys::ticket(tenant, &delivery.ticket.id), "ticket", &delivery.ticket);
+    dedupe.insert(
+        TTL_ATTRIBUTE.into(),
+        Value::n((now + Duration::days(DEDUPE_DAYS)).timestamp()),
+    );
+    let ticket_item = record_item(
+        &keys::ticket(tenant, &delivery.ticket.id),
+        "ticket",
+        &delivery.ticket,
+    );
     let ops = vec![
         WriteOp::put_if(dedupe, Condition::item_absent()),
         WriteOp::put(ticket_item),
         outbox_put(&event, now),
     ];
     match store.transact_write(ops).await {
-        Ok(()) => Ok(IngestOutcome::Accepted { event_id: event.event_id, event_type }),
+        Ok(()) => Ok(IngestOutcome::Accepted {
+            event_id: event.event_id,
+            event_type,
+        }),
         Err(StoreError::TransactionCanceled { reasons })
-            if matches!(reasons.first(), Some(Some(CancelReason::ConditionFailed(_)))) =>
+            if matches!(
+                reasons.first(),
+                Some(Some(CancelReason::ConditionFailed(_)))
+            ) =>
         {
             Ok(IngestOutcome::Duplicate)
         }

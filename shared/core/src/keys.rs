@@ -134,7 +134,10 @@ mod tests {
         ] {
             assert!(key.pk.starts_with("T#acme"), "{key:?}");
             // "T#acme" must not be a prefix of another tenant's partition.
-            assert!(key.pk == "T#acme" || key.pk.starts_with("T#acme#"), "{key:?}");
+            assert!(
+                key.pk == "T#acme" || key.pk.starts_with("T#acme#"),
+                "{key:?}"
+            );
         }
     }
 }

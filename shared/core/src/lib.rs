@@ -2,6 +2,8 @@
 //! and no SQLite; adapters implement its ports.
 
 pub mod automation;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod domain;
 pub mod event;
 pub mod idempotency;

@@ -16,7 +16,10 @@ pub const OUTBOX_RETENTION_DAYS: i64 = 7;
 
 /// The put that records `event` in the outbox (guarded so an event id is written once).
 pub fn outbox_put(event: &EventEnvelope, now: DateTime<Utc>) -> WriteOp {
-    let key = Key::new(keys::outbox_partition(&event.tenant_id), event.event_id.to_string());
+    let key = Key::new(
+        keys::outbox_partition(&event.tenant_id),
+        event.event_id.to_string(),
+    );
     let mut item = key.to_item();
     item.insert("entity".into(), Value::s(OUTBOX_ENTITY));
     item.insert("event_type".into(), Value::s(event.event_type.as_str()));

@@ -18,9 +18,7 @@ pub trait EventPublisher: Send + Sync {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PublishError {
     #[error("{} of the events were not published: {}", failed.len(), failed.iter().map(|(id, why)| format!("{id}: {why}")).collect::<Vec<_>>().join("; "))]
-    Partial {
-        failed: Vec<(ulid::Ulid, String)>,
-    },
+    Partial { failed: Vec<(ulid::Ulid, String)> },
     #[error("event bus unavailable: {0}")]
     Unavailable(String),
 }

@@ -47,13 +47,22 @@ pub async fn record_click(
     if request.status == SurveyStatus::Cancelled {
         return Err(RatingError::Withdrawn);
     }
-    let rating = Rating::parse(request.kind, &claims.value).map_err(|_| RatingError::BadValue(claims.value.clone()))?;
+    let rating = Rating::parse(request.kind, &claims.value)
+        .map_err(|_| RatingError::BadValue(claims.value.clone()))?;
     let key = keys::review(&claims.tenant, request.id);
-    let previous: Option<Review> = store.get(&key).await?.map(|i| read_record(&i)).transpose()?;
+    let previous: Option<Review> = store
+        .get(&key)
+        .await?
+        .map(|i| read_record(&i))
+        .transpose()?;
     if let Some(previous) = &previous
         && previous.rating == rating
     {
-        return Ok(Recorded { request, review: previous.clone(), changed: false });
+        return Ok(Recorded {
+            request,
+            review: previous.clone(),
+            changed: false,
+        });
     }
     let ticket = &request.ticket;
     let review = Review {
@@ -75,7 +84,14 @@ pub async fn record_click(
         serde_json::json!({ "review": review, "previous_rating": previous.map(|p| p.rating) }),
     );
     store
-        .transact_write(vec![WriteOp::put(record_item(&key, "review", &review)), outbox_put(&event, now)])
+        .transact_write(vec![
+            WriteOp::put(record_item(&key, "review", &review)),
+            outbox_put(&event, now),
+        ])
         .await?;
-    Ok(Recorded { request, review, changed: true })
+    Ok(Recorded {
+        request,
+        review,
+        changed: true,
+    })
 }

@@ -17,7 +17,12 @@ pub async fn relay(records: &[StreamRecord], publisher: &dyn EventPublisher) -> 
     let mut outcome = RelayOutcome::default();
     let mut batch = Vec::new();
     for record in records {
-        let Some(image) = record.dynamodb.new_image.as_ref().filter(|_| record.event_name == "INSERT") else {
+        let Some(image) = record
+            .dynamodb
+            .new_image
+            .as_ref()
+            .filter(|_| record.event_name == "INSERT")
+        else {
             outcome.skipped += 1;
             continue;
         };
@@ -27,7 +32,9 @@ pub async fn relay(records: &[StreamRecord], publisher: &dyn EventPublisher) -> 
             Err(e @ OutboxError::BadEvent(_)) => {
                 // Retrying cannot fix it; the DLQ destination of the stream keeps the record.
                 tracing::error!(sequence = %record.dynamodb.sequence_number, error = %e, "unreadable outbox item");
-                outcome.failed_sequence_numbers.push(record.dynamodb.sequence_number.clone());
+                outcome
+                    .failed_sequence_numbers
+                    .push(record.dynamodb.sequence_number.clone());
             }
         }
     }
@@ -45,7 +52,9 @@ pub async fn relay(records: &[StreamRecord], publisher: &dyn EventPublisher) -> 
         }
         Err(PublishError::Unavailable(why)) => {
             tracing::warn!(error = %why, "event bus unavailable; the batch will be retried");
-            outcome.failed_sequence_numbers.extend(batch.into_iter().map(|(seq, _)| seq));
+            outcome
+                .failed_sequence_numbers
+                .extend(batch.into_iter().map(|(seq, _)| seq));
         }
     }
     outcome

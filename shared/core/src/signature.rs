@@ -18,7 +18,9 @@ pub enum SignatureError {
     Missing(&'static str),
     #[error("the signature header is malformed: expected t=<unix seconds>,v1=<hex hmac>")]
     Malformed,
-    #[error("the signature timestamp is more than 5 minutes from our clock; check the sender's clock, or this is a replay")]
+    #[error(
+        "the signature timestamp is more than 5 minutes from our clock; check the sender's clock, or this is a replay"
+    )]
     StaleTimestamp,
     #[error("the signature does not match the body; check the webhook secret")]
     Mismatch,
@@ -39,7 +41,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn sign_timestamped(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut message = format!("{timestamp}.").into_bytes();
     message.extend_from_slice(body);
-    format!("t={timestamp},v1={}", hex::encode(hmac_sha256(secret, &message)))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(hmac_sha256(secret, &message))
+    )
 }
 
 /// Verifies a timestamped signature header against any of the valid secrets.
@@ -55,8 +60,12 @@ pub fn verify_timestamped(
     let mut candidates = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", t)) => timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
-            Some(("v1", sig)) => candidates.push(hex::decode(sig).map_err(|_| SignatureError::Malformed)?),
+            Some(("t", t)) => {
+                timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?)
+            }
+            Some(("v1", sig)) => {
+                candidates.push(hex::decode(sig).map_err(|_| SignatureError::Malformed)?)
+            }
             _ => {}
         }
     }
@@ -77,7 +86,11 @@ pub fn verify_timestamped(
             matched |= constant_time_eq(&expected, candidate);
         }
     }
-    if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +106,10 @@ mod tests {
         let new = b"new-secret".to_vec();
         let header = sign_timestamped(&old, now.timestamp(), b"{}");
         let secrets = [new.clone(), old.clone()];
-        assert_eq!(verify_timestamped(Some(&header), H, &secrets, b"{}", now), Ok(()));
+        assert_eq!(
+            verify_timestamped(Some(&header), H, &secrets, b"{}", now),
+            Ok(())
+        );
         assert_eq!(
             verify_timestamped(Some(&header), H, &[new], b"{}", now),
             Err(SignatureError::Mismatch)
@@ -105,12 +121,27 @@ mod tests {
         let now = Utc::now();
         let s = vec![b"s".to_vec()];
         let header = sign_timestamped(&s[0], now.timestamp(), b"{\"a\":1}");
-        assert_eq!(verify_timestamped(Some(&header), H, &s, b"{\"a\":2}", now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify_timestamped(Some(&header), H, &s, b"{\"a\":2}", now),
+            Err(SignatureError::Mismatch)
+        );
         let old = sign_timestamped(&s[0], now.timestamp() - 301, b"{}");
-        assert_eq!(verify_timestamped(Some(&old), H, &s, b"{}", now), Err(SignatureError::StaleTimestamp));
+        assert_eq!(
+            verify_timestamped(Some(&old), H, &s, b"{}", now),
+            Err(SignatureError::StaleTimestamp)
+        );
         let future = sign_timestamped(&s[0], now.timestamp() + 301, b"{}");
-        assert_eq!(verify_timestamped(Some(&future), H, &s, b"{}", now), Err(SignatureError::StaleTimestamp));
-        assert_eq!(verify_timestamped(None, H, &s, b"{}", now), Err(SignatureError::Missing(H)));
-        assert_eq!(verify_timestamped(Some("v1=zz"), H, &s, b"{}", now), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify_timestamped(Some(&future), H, &s, b"{}", now),
+            Err(SignatureError::StaleTimestamp)
+        );
+        assert_eq!(
+            verify_timestamped(None, H, &s, b"{}", now),
+            Err(SignatureError::Missing(H))
+        );
+        assert_eq!(
+            verify_timestamped(Some("v1=zz"), H, &s, b"{}", now),
+            Err(SignatureError::Malformed)
+        );
     }
 }

@@ -6,12 +6,16 @@
 //! Shape, and the rules both adapters follow:
 //! - One table. Every item has string keys `PK` and `SK`. Sort order is by UTF-8 bytes.
 //! - Two sparse global secondary indexes, `GSI1` (`GSI1PK`/`GSI1SK`) and `GSI2`
-//!   (`GSI2PK`/`GSI2SK`), both string keys, projecting the whole item. An item without the
-//!   index's partition key is not in that index.
+//!   (`GSI2PK`/`GSI2SK`), both non-empty string keys, projecting the whole item. An item is in
+//!   an index only when it holds both of that index's key attributes (as in DynamoDB).
 //! - TTL on the numeric attribute `expires_at` (epoch seconds). Expired items may still be
 //!   returned (DynamoDB deletes lazily), so code that cares checks expiry itself.
 //! - A failed condition reports the item as it was (`ReturnValuesOnConditionCheckFailure=ALL_OLD`).
 //! - A transaction holds at most 100 operations, on distinct items, and is all-or-nothing.
+//! - Numbers are plain decimals (`-12.5`, no exponent), at most 38 significant digits. Adapters
+//!   store them as given; DynamoDB may normalise them (`1.50` reads back as `1.5`).
+//! - Requests DynamoDB would refuse are refused by both adapters before they run
+//!   (`validate_*` below), so the embedded store cannot accept what production rejects.
 
 use std::collections::BTreeMap;
 
@@ -413,22 +417,200 @@ pub fn validate_item(item: &Item) -> Result<Key, StoreError> {
     let key = item
         .key()
         .ok_or_else(|| StoreError::Invalid("item must have string PK and SK".into()))?;
+    validate_key(&key)?;
+    for (name, value) in item {
+        validate_attribute(name, value)?;
+    }
+    let size = item_size(item);
+    if size > MAX_ITEM_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "item {}/{} is {size} bytes, over the {MAX_ITEM_BYTES}-byte limit",
+            key.pk, key.sk
+        )));
+    }
+    Ok(key)
+}
+
+/// Both key parts must be non-empty (DynamoDB refuses empty key strings).
+pub fn validate_key(key: &Key) -> Result<(), StoreError> {
     if key.pk.is_empty() || key.sk.is_empty() {
         return Err(StoreError::Invalid("PK and SK must not be empty".into()));
     }
-    for index in Index::ALL {
-        for attr in [index.pk_attribute(), index.sk_attribute()] {
-            match item.get(attr) {
-                None | Some(Value::S(_)) => {}
-                Some(_) => {
-                    return Err(StoreError::Invalid(format!(
-                        "{attr} is an index key and must be a string"
-                    )));
-                }
+    Ok(())
+}
+
+/// Checks one attribute as DynamoDB would: index keys are non-empty strings, numbers are
+/// decimals, `NULL` is `true`.
+fn validate_attribute(name: &str, value: &Value) -> Result<(), StoreError> {
+    if is_index_key_attribute(name) {
+        match value {
+            Value::S(s) if !s.is_empty() => {}
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "{name} is an index key and must be a non-empty string"
+                )));
             }
         }
     }
-    Ok(key)
+    validate_value(name, value)
+}
+
+fn validate_value(name: &str, value: &Value) -> Result<(), StoreError> {
+    match value {
+        Value::N(n) if !is_valid_number(n) => Err(StoreError::Invalid(format!(
+            "{name}: {n:?} is not a decimal number of at most 38 significant digits"
+        ))),
+        Value::Null(false) => Err(StoreError::Invalid(format!(
+            "{name}: a NULL value must be NULL(true)"
+        ))),
+        Value::L(values) => values.iter().try_for_each(|v| validate_value(name, v)),
+        Value::M(map) => map.values().try_for_each(|v| validate_value(name, v)),
+        _ => Ok(()),
+    }
+}
+
+fn is_index_key_attribute(name: &str) -> bool {
+    Index::ALL
+        .iter()
+        .any(|index| name == index.pk_attribute() || name == index.sk_attribute())
+}
+
+/// A plain decimal: optional `-`, digits, optional `.digits`; at most 38 significant digits.
+pub fn is_valid_number(n: &str) -> bool {
+    let digits = n.strip_prefix('-').unwrap_or(n);
+    let (int, frac) = match digits.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
+        return false;
+    }
+    let significant: String = format!("{int}{}", frac.unwrap_or(""));
+    let significant = significant.trim_start_matches('0');
+    let significant = if frac.is_some() {
+        significant.trim_end_matches('0')
+    } else {
+        significant
+    };
+    significant.len() <= 38
+}
+
+/// The size DynamoDB charges for an item: attribute names plus values, numbers at about one
+/// byte per two digits, 3 bytes per list or map plus 1 per element.
+pub fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::S(s) => s.len(),
+        Value::N(n) => n.bytes().filter(u8::is_ascii_digit).count().div_ceil(2) + 1,
+        Value::Bool(_) | Value::Null(_) => 1,
+        Value::L(values) => 3 + values.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+        Value::M(map) => {
+            3 + map
+                .iter()
+                .map(|(name, v)| name.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }
+    }
+}
+
+/// An update DynamoDB would refuse: empty, touching the primary key, a non-string or empty
+/// index key, ADD on an index key, or one attribute in two clauses ("paths overlap").
+pub fn validate_update(update: &Update) -> Result<(), StoreError> {
+    if update.is_empty() {
+        return Err(StoreError::Invalid(
+            "an update must change something".into(),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let names = update
+        .set
+        .iter()
+        .chain(&update.set_if_not_exists)
+        .map(|(name, _)| name)
+        .chain(update.add.iter().map(|(name, _)| name))
+        .chain(&update.remove);
+    for name in names {
+        if name == PK || name == SK {
+            return Err(StoreError::Invalid(format!(
+                "cannot update {name}: it is part of the primary key"
+            )));
+        }
+        if name.is_empty() {
+            return Err(StoreError::Invalid(
+                "attribute names must not be empty".into(),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(StoreError::Invalid(format!("an update names {name} twice")));
+        }
+    }
+    for (name, value) in update.set.iter().chain(&update.set_if_not_exists) {
+        validate_attribute(name, value)?;
+    }
+    if let Some((name, _)) = update
+        .add
+        .iter()
+        .find(|(name, _)| is_index_key_attribute(name))
+    {
+        return Err(StoreError::Invalid(format!(
+            "{name} is an index key and must be a string; ADD makes a number"
+        )));
+    }
+    Ok(())
+}
+
+/// Values in a condition follow the same rules as values in an item.
+pub fn validate_condition(condition: &Condition) -> Result<(), StoreError> {
+    match condition {
+        Condition::Exists(_) | Condition::NotExists(_) | Condition::BeginsWith(_, _) => Ok(()),
+        Condition::Eq(name, value)
+        | Condition::Lt(name, value)
+        | Condition::Le(name, value)
+        | Condition::Gt(name, value)
+        | Condition::Ge(name, value) => validate_value(name, value),
+        Condition::And(all) | Condition::Or(all) => all.iter().try_for_each(validate_condition),
+        Condition::Not(inner) => validate_condition(inner),
+    }
+}
+
+/// A query DynamoDB would refuse: empty partition, `limit` 0, `Between` bounds out of order,
+/// or a `start_after` missing the key attributes the query pages by.
+pub fn validate_query(query: &Query) -> Result<(), StoreError> {
+    if query.pk.is_empty() {
+        return Err(StoreError::Invalid(
+            "the partition key must not be empty".into(),
+        ));
+    }
+    if query.limit == Some(0) {
+        return Err(StoreError::Invalid(
+            "a query limit must be at least 1".into(),
+        ));
+    }
+    if let Some(SortKeyCondition::Between(low, high)) = &query.sk
+        && low > high
+    {
+        return Err(StoreError::Invalid(format!(
+            "between: the lower bound {low:?} is above the upper bound {high:?}"
+        )));
+    }
+    if let Some(start) = &query.start_after {
+        let mut needed = vec![PK, SK];
+        if let Some(index) = query.index {
+            needed.extend([index.pk_attribute(), index.sk_attribute()]);
+        }
+        if let Some(missing) = needed.iter().find(|name| start.str_attr(name).is_none()) {
+            return Err(StoreError::Invalid(format!(
+                "start_after lacks the string key attribute {missing}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Validation of a transaction shared by both adapters.
@@ -441,10 +623,23 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
     }
     let mut seen = std::collections::HashSet::new();
     for op in ops {
-        let key = match op {
-            WriteOp::Put { item, .. } => validate_item(item)?,
-            other => other.key().expect("non-put ops carry a key"),
+        let (key, condition) = match op {
+            WriteOp::Put { item, condition } => (validate_item(item)?, condition.as_ref()),
+            WriteOp::Update {
+                key,
+                update,
+                condition,
+            } => {
+                validate_update(update)?;
+                (key.clone(), condition.as_ref())
+            }
+            WriteOp::Delete { key, condition } => (key.clone(), condition.as_ref()),
+            WriteOp::ConditionCheck { key, condition } => (key.clone(), Some(condition)),
         };
+        validate_key(&key)?;
+        if let Some(condition) = condition {
+            validate_condition(condition)?;
+        }
         if !seen.insert(key.clone()) {
             return Err(StoreError::Invalid(format!(
                 "a transaction cannot touch one item twice ({}/{})",
@@ -453,4 +648,48 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        for ok in ["0", "-1", "12.50", "007", "0.000001", &"9".repeat(38)] {
+            assert!(is_valid_number(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "1.",
+            ".5",
+            "1e3",
+            "+1",
+            "abc",
+            "1.2.3",
+            &"9".repeat(39),
+        ] {
+            assert!(!is_valid_number(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_follow_dynamodb() {
+        let mut item = Key::new("p", "s").to_item(); // 2 + 1 + 2 + 1
+        item.insert("n".into(), Value::n(12345)); // 1 + 3 + 1
+        item.insert("l".into(), Value::L(vec![Value::Bool(true)])); // 1 + 3 + 2
+        assert_eq!(item_size(&item), 6 + 5 + 6);
+    }
+
+    #[test]
+    fn updates_refused_like_dynamodb() {
+        assert!(validate_update(&Update::new()).is_err());
+        assert!(validate_update(&Update::new().set(PK, Value::s("x"))).is_err());
+        assert!(validate_update(&Update::new().set("GSI1PK", Value::n(1))).is_err());
+        assert!(validate_update(&Update::new().set("GSI1SK", Value::s(""))).is_err());
+        assert!(validate_update(&Update::new().add("GSI2SK", 1)).is_err());
+        assert!(validate_update(&Update::new().set("a", Value::n(1)).remove("a")).is_err());
+        assert!(validate_update(&Update::new().set("a", Value::n(1)).remove("b")).is_ok());
+    }
 }

@@ -4,16 +4,19 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::domain::{CsatValue, SurveyKind, SurveyRequest, SurveyStatus, TenantSettings, TicketSnapshot};
+use crate::domain::{
+    CsatValue, SurveyKind, SurveyRequest, SurveyStatus, TenantSettings, TicketSnapshot,
+};
 use crate::event::{EventEnvelope, EventType};
-use crate::ids::{SurveyRequestId, TenantId};
 use crate::idempotency::{self, Begin, IdempotencyConfig};
+use crate::ids::{SurveyRequestId, TenantId};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::ports::{Clock, MailError, Mailer, OutgoingEmail};
 use crate::records::{read_record, record_item};
 use crate::store::{
-    Condition, Index, ItemExt, ItemStore, Query, SortKeyCondition, StoreError, Update, Value, WriteOp,
+    Condition, Index, ItemExt, ItemStore, Query, SortKeyCondition, StoreError, Update, Value,
+    WriteOp,
 };
 use crate::templates::{self, TemplateError};
 use crate::tenancy::{self, TenancyError};
@@ -30,7 +33,13 @@ pub struct LinkSigner<'a> {
 }
 
 impl LinkSigner<'_> {
-    pub fn rating_url(&self, tenant: &TenantId, survey: SurveyRequestId, value: &str, now: DateTime<Utc>) -> String {
+    pub fn rating_url(
+        &self,
+        tenant: &TenantId,
+        survey: SurveyRequestId,
+        value: &str,
+        now: DateTime<Utc>,
+    ) -> String {
         let token = self.keyring.sign(&RatingClaims {
             tenant: tenant.clone(),
             survey_request: survey,
@@ -61,7 +70,11 @@ pub enum SurveyError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ScheduleOutcome {
-    Scheduled { survey: SurveyRequestId, due_at: DateTime<Utc>, sent_now: bool },
+    Scheduled {
+        survey: SurveyRequestId,
+        due_at: DateTime<Utc>,
+        sent_now: bool,
+    },
     /// The ticket already has its request (a redelivery, or a second close).
     AlreadyScheduled,
     Cancelled(SurveyRequestId),
@@ -69,13 +82,24 @@ pub enum ScheduleOutcome {
 }
 
 fn request_item(request: &SurveyRequest) -> crate::store::Item {
-    let mut item = record_item(&keys::survey_request(&request.tenant_id, request.id), "survey_request", request);
+    let mut item = record_item(
+        &keys::survey_request(&request.tenant_id, request.id),
+        "survey_request",
+        request,
+    );
     item.insert(STATUS.into(), Value::s(status_str(request.status)));
     if request.status == SurveyStatus::Scheduled {
-        item.insert(Index::Gsi1.pk_attribute().into(), Value::S(keys::surveys_due_index(&request.tenant_id)));
+        item.insert(
+            Index::Gsi1.pk_attribute().into(),
+            Value::S(keys::surveys_due_index(&request.tenant_id)),
+        );
         item.insert(
             Index::Gsi1.sk_attribute().into(),
-            Value::S(format!("{}#{}", keys::sortable_time(request.due_at), request.id)),
+            Value::S(format!(
+                "{}#{}",
+                keys::sortable_time(request.due_at),
+                request.id
+            )),
         );
     }
     item
@@ -123,7 +147,9 @@ pub async fn on_ticket_event(
                 .await;
             match written {
                 Ok(()) => {}
-                Err(StoreError::TransactionCanceled { .. }) => return Ok(ScheduleOutcome::AlreadyScheduled),
+                Err(StoreError::TransactionCanceled { .. }) => {
+                    return Ok(ScheduleOutcome::AlreadyScheduled);
+                }
                 Err(e) => return Err(e.into()),
             }
             let sent_now = if request.due_at <= now {
@@ -132,13 +158,20 @@ pub async fn on_ticket_event(
             } else {
                 false
             };
-            Ok(ScheduleOutcome::Scheduled { survey: request.id, due_at: request.due_at, sent_now })
+            Ok(ScheduleOutcome::Scheduled {
+                survey: request.id,
+                due_at: request.due_at,
+                sent_now,
+            })
         }
         EventType::TicketReopened => {
             let Some(marker) = store.get(&keys::ticket_survey(tenant, &ticket.id)).await? else {
                 return Ok(ScheduleOutcome::NothingToDo);
             };
-            let Some(id) = marker.str_attr("survey_request_id").and_then(|s| SurveyRequestId::parse(s).ok()) else {
+            let Some(id) = marker
+                .str_attr("survey_request_id")
+                .and_then(|s| SurveyRequestId::parse(s).ok())
+            else {
                 return Ok(ScheduleOutcome::NothingToDo);
             };
             let cancelled = store
@@ -178,7 +211,10 @@ pub async fn send_due(
                 .query(
                     Query::on_index(Index::Gsi1, keys::surveys_due_index(&tenant))
                         // '~' sorts after every id, so everything due up to `now` is included.
-                        .sk(SortKeyCondition::Le(format!("{}#~", keys::sortable_time(now))))
+                        .sk(SortKeyCondition::Le(format!(
+                            "{}#~",
+                            keys::sortable_time(now)
+                        )))
                         .limit(100)
                         .start_after(start),
                 )

@@ -7,7 +7,9 @@ use crate::event::{EventEnvelope, EventType};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::records::read_record;
-use crate::store::{Condition, Index, ItemStore, Query, SortKeyCondition, StoreError, Update, Value, WriteOp};
+use crate::store::{
+    Condition, Index, ItemStore, Query, SortKeyCondition, StoreError, Update, Value, WriteOp,
+};
 use crate::tenancy;
 
 #[derive(Debug, Default, PartialEq)]
@@ -17,7 +19,10 @@ pub struct SweepReport {
 }
 
 /// Marks open cases past their SLA deadline as breached and emits `case.sla_breached` once each.
-pub async fn sla_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
+pub async fn sla_sweep(
+    store: &dyn ItemStore,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     for tenant in tenancy::list_tenants(store).await? {
         let mut start = None;
@@ -25,7 +30,10 @@ pub async fn sla_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<Swee
             let page = store
                 .query(
                     Query::on_index(Index::Gsi1, keys::open_cases_index(&tenant))
-                        .sk(SortKeyCondition::Le(format!("{}#~", keys::sortable_time(now))))
+                        .sk(SortKeyCondition::Le(format!(
+                            "{}#~",
+                            keys::sortable_time(now)
+                        )))
                         .limit(100)
                         .start_after(start),
                 )
@@ -39,7 +47,8 @@ pub async fn sla_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<Swee
                     now,
                     serde_json::json!({ "case": case, "ticket": { "id": case.ticket_id } }),
                 );
-                let key = crate::store::ItemExt::key(item).ok_or_else(|| StoreError::Other("case without key".into()))?;
+                let key = crate::store::ItemExt::key(item)
+                    .ok_or_else(|| StoreError::Other("case without key".into()))?;
                 let marked = store
                     .transact_write(vec![
                         WriteOp::Update {
@@ -71,7 +80,10 @@ pub async fn sla_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<Swee
 
 /// Reads the accounts whose latest NPS answer changed since the last run (sparse GSI2) and
 /// clears their change mark. Flagging them in the helpdesk arrives with the connectors.
-pub async fn detractor_sweep(store: &dyn ItemStore, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
+pub async fn detractor_sweep(
+    store: &dyn ItemStore,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     for tenant in tenancy::list_tenants(store).await? {
         let page = store

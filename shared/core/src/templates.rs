@@ -72,14 +72,18 @@ pub fn render_email<C: Serialize>(
 ) -> Result<RenderedEmail, TemplateError> {
     let env = environment();
     let render = |name: &str, source: &str| {
-        env.render_named_str(name, source, context).map_err(|e| TemplateError {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })
+        env.render_named_str(name, source, context)
+            .map_err(|e| TemplateError {
+                name: name.to_string(),
+                reason: e.to_string(),
+            })
     };
     Ok(RenderedEmail {
         // Subjects are one line; a template must not smuggle header lines in.
-        subject: render("subject.txt", subject)?.replace(['\r', '\n'], " ").trim().to_string(),
+        subject: render("subject.txt", subject)?
+            .replace(['\r', '\n'], " ")
+            .trim()
+            .to_string(),
         text: render("body.txt", text)?,
         html: render("body.html", html)?,
     })

@@ -51,7 +51,10 @@ fn api_key_item(tenant: &TenantId, now: DateTime<Utc>) -> (String, Item) {
     let secret = random_secret();
     let mut item = keys::api_key(tenant, &key_id).to_item();
     item.insert("entity".into(), Value::s("api_key"));
-    item.insert("secret_sha256".into(), Value::S(hex::encode(sha256(secret.as_bytes()))));
+    item.insert(
+        "secret_sha256".into(),
+        Value::S(hex::encode(sha256(secret.as_bytes()))),
+    );
     item.insert("created_at".into(), Value::S(keys::sortable_time(now)));
     (format!("cl.{}.{key_id}.{secret}", tenant.as_str()), item)
 }
@@ -73,7 +76,10 @@ pub async fn provision_tenant(
     tenant_item.insert("entity".into(), Value::s("tenant"));
     tenant_item.insert("name".into(), Value::s(name));
     tenant_item.insert("created_at".into(), Value::S(keys::sortable_time(now)));
-    tenant_item.insert(Index::Gsi1.pk_attribute().into(), Value::s(keys::TENANTS_INDEX_PK));
+    tenant_item.insert(
+        Index::Gsi1.pk_attribute().into(),
+        Value::s(keys::TENANTS_INDEX_PK),
+    );
     tenant_item.insert(Index::Gsi1.sk_attribute().into(), Value::s(id.as_str()));
 
     let (api_key, key_item) = api_key_item(&id, now);
@@ -82,7 +88,11 @@ pub async fn provision_tenant(
         WriteOp::put_if(tenant_item, Condition::item_absent()),
         WriteOp::put(settings_item(&id, &settings)),
         WriteOp::put(key_item),
-        WriteOp::put(webhook_source_item(&id, GENERIC_SOURCE, &[webhook_secret.clone()])),
+        WriteOp::put(webhook_source_item(
+            &id,
+            GENERIC_SOURCE,
+            std::slice::from_ref(&webhook_secret),
+        )),
     ];
     match store.transact_write(ops).await {
         Ok(()) => Ok(ProvisionedTenant {
@@ -128,7 +138,8 @@ pub async fn authenticate(store: &dyn ItemStore, api_key: &str) -> Result<Tenant
         return Err(AuthError::Invalid);
     };
     let tenant = TenantId::parse(tenant).map_err(|_| AuthError::Invalid)?;
-    if key_id.is_empty() || key_id.len() > 40 || !key_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if key_id.is_empty() || key_id.len() > 40 || !key_id.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return Err(AuthError::Invalid);
     }
     let item = store
@@ -140,7 +151,7 @@ pub async fn authenticate(store: &dyn ItemStore, api_key: &str) -> Result<Tenant
         .str_attr("secret_sha256")
         .and_then(|h| hex::decode(h).ok())
         .ok_or(AuthError::Invalid)?;
-    if item.get("revoked_at").is_some() || !constant_time_eq(&stored, &sha256(secret.as_bytes())) {
+    if item.contains_key("revoked_at") || !constant_time_eq(&stored, &sha256(secret.as_bytes())) {
         return Err(AuthError::Invalid);
     }
     Ok(tenant)
@@ -156,7 +167,10 @@ fn settings_item(tenant: &TenantId, settings: &TenantSettings) -> Item {
     item
 }
 
-pub async fn get_settings(store: &dyn ItemStore, tenant: &TenantId) -> Result<TenantSettings, TenancyError> {
+pub async fn get_settings(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+) -> Result<TenantSettings, TenancyError> {
     let item = store
         .get(&keys::settings(tenant))
         .await?
@@ -172,7 +186,10 @@ pub async fn put_settings(
     settings: &TenantSettings,
 ) -> Result<(), TenancyError> {
     store
-        .put(settings_item(tenant, settings), Some(Condition::item_present()))
+        .put(
+            settings_item(tenant, settings),
+            Some(Condition::item_present()),
+        )
         .await
         .map_err(|e| match e {
             StoreError::ConditionFailed { .. } => TenancyError::NotFound(tenant.clone()),
@@ -183,7 +200,10 @@ pub async fn put_settings(
 fn webhook_source_item(tenant: &TenantId, source: &str, secrets: &[String]) -> Item {
     let mut item = keys::webhook_source(tenant, source).to_item();
     item.insert("entity".into(), Value::s("webhook_source"));
-    item.insert("secrets".into(), Value::L(secrets.iter().map(|s| Value::s(s.clone())).collect()));
+    item.insert(
+        "secrets".into(),
+        Value::L(secrets.iter().map(|s| Value::s(s.clone())).collect()),
+    );
     item
 }
 

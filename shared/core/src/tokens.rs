@@ -73,7 +73,12 @@ impl TokenKeyring {
     pub fn parse(spec: &str) -> Result<Self, KeyringError> {
         let mut current = None;
         let mut keys = HashMap::new();
-        for (i, entry) in spec.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        for (i, entry) in spec
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
             let (kid, secret) = entry.split_once(':').ok_or(KeyringError::BadEntry(i + 1))?;
             if kid.is_empty() || kid.len() > 16 || !kid.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(KeyringError::BadKeyId(kid.to_string()));
@@ -97,7 +102,10 @@ impl TokenKeyring {
     /// A fresh random keyring spec (for first starts and tests).
     pub fn generate_spec(kid: &str) -> String {
         let secret: [u8; 32] = rand::random();
-        format!("{kid}:{}", base64::engine::general_purpose::STANDARD.encode(secret))
+        format!(
+            "{kid}:{}",
+            base64::engine::general_purpose::STANDARD.encode(secret)
+        )
     }
 
     pub fn sign(&self, claims: &RatingClaims) -> String {
@@ -133,7 +141,8 @@ impl TokenKeyring {
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(payload.as_bytes());
         // verify_slice compares in constant time.
-        mac.verify_slice(&given).map_err(|_| TokenError::BadSignature)?;
+        mac.verify_slice(&given)
+            .map_err(|_| TokenError::BadSignature)?;
         let expires_at = expires
             .parse::<i64>()
             .ok()
@@ -151,7 +160,8 @@ impl TokenKeyring {
     }
 
     fn mac(&self, kid: &str, payload: &[u8]) -> Vec<u8> {
-        let mut mac = HmacSha256::new_from_slice(&self.keys[kid]).expect("HMAC takes any key length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.keys[kid]).expect("HMAC takes any key length");
         mac.update(payload);
         mac.finalize().into_bytes().to_vec()
     }
@@ -190,15 +200,21 @@ mod tests {
         let token = ring.sign(&c);
         // Change the value inside the payload but keep the signature.
         let (p, s) = token.split_once('.').unwrap();
-        let payload = String::from_utf8(B64.decode(p).unwrap()).unwrap().replace("positive", "negative");
+        let payload = String::from_utf8(B64.decode(p).unwrap())
+            .unwrap()
+            .replace("positive", "negative");
         let forged = format!("{}.{s}", B64.encode(payload));
         assert_eq!(ring.verify(&forged, now), Err(TokenError::BadSignature));
         assert_eq!(ring.verify(&token, c.expires_at), Err(TokenError::Expired));
         assert_eq!(ring.verify("garbage", now), Err(TokenError::Malformed));
         let other = TokenKeyring::parse(&TokenKeyring::generate_spec("k2")).unwrap();
         assert_eq!(other.verify(&token, now), Err(TokenError::UnknownKey));
-        let same_kid_other_secret = TokenKeyring::parse(&TokenKeyring::generate_spec("k1")).unwrap();
-        assert_eq!(same_kid_other_secret.verify(&token, now), Err(TokenError::BadSignature));
+        let same_kid_other_secret =
+            TokenKeyring::parse(&TokenKeyring::generate_spec("k1")).unwrap();
+        assert_eq!(
+            same_kid_other_secret.verify(&token, now),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -218,7 +234,13 @@ mod tests {
     #[test]
     fn keyring_specs_are_checked() {
         assert_eq!(TokenKeyring::parse("").unwrap_err(), KeyringError::Empty);
-        assert!(matches!(TokenKeyring::parse("k1:c2hvcnQ=").unwrap_err(), KeyringError::ShortKey(_)));
-        assert!(matches!(TokenKeyring::parse("nocolon").unwrap_err(), KeyringError::BadEntry(1)));
+        assert!(matches!(
+            TokenKeyring::parse("k1:c2hvcnQ=").unwrap_err(),
+            KeyringError::ShortKey(_)
+        ));
+        assert!(matches!(
+            TokenKeyring::parse("nocolon").unwrap_err(),
+            KeyringError::BadEntry(1)
+        ));
     }
 }

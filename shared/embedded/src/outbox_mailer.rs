@@ -17,7 +17,10 @@ impl OutboxMailer {
     pub fn new(dir: impl Into<PathBuf>, from: impl Into<String>) -> std::io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(OutboxMailer { dir, from: from.into() })
+        Ok(OutboxMailer {
+            dir,
+            from: from.into(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -31,23 +34,37 @@ fn header_value(value: &str) -> String {
     if one_line.is_ascii() {
         one_line
     } else {
-        format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(one_line))
+        format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(one_line)
+        )
     }
 }
 
 /// Renders an RFC 5322 message (multipart/alternative when there is HTML).
 pub fn render_eml(from: &str, email: &OutgoingEmail, message_id: &str) -> String {
     let mut out = String::new();
-    let to = email.to.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ");
+    let to = email
+        .to
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     out.push_str(&format!("From: {}\r\nTo: {to}\r\n", header_value(from)));
     if let Some(reply_to) = &email.reply_to {
         out.push_str(&format!("Reply-To: {reply_to}\r\n"));
     }
     out.push_str(&format!("Subject: {}\r\n", header_value(&email.subject)));
     out.push_str(&format!("Date: {}\r\n", chrono::Utc::now().to_rfc2822()));
-    out.push_str(&format!("Message-ID: <{message_id}@closedloop.local>\r\nMIME-Version: 1.0\r\n"));
+    out.push_str(&format!(
+        "Message-ID: <{message_id}@closedloop.local>\r\nMIME-Version: 1.0\r\n"
+    ));
     for (name, value) in &email.headers {
-        out.push_str(&format!("{}: {}\r\n", header_value(name), header_value(value)));
+        out.push_str(&format!(
+            "{}: {}\r\n",
+            header_value(name),
+            header_value(value)
+        ));
     }
     match &email.html {
         None => {
@@ -56,7 +73,9 @@ pub fn render_eml(from: &str, email: &OutgoingEmail, message_id: &str) -> String
         }
         Some(html) => {
             let boundary = format!("closedloop-{message_id}");
-            out.push_str(&format!("Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"));
+            out.push_str(&format!(
+                "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
+            ));
             out.push_str(&format!(
                 "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}\r\n",
                 email.text
@@ -110,9 +129,15 @@ mod tests {
             headers: vec![("List-Unsubscribe".into(), "<https://x/u>".into())],
         };
         let id = mailer.send(&email).await.unwrap();
-        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(files.len(), 1);
-        assert_eq!(files[0].file_name().unwrap().to_str().unwrap(), format!("{id}.eml"));
+        assert_eq!(
+            files[0].file_name().unwrap().to_str().unwrap(),
+            format!("{id}.eml")
+        );
         let eml = std::fs::read_to_string(&files[0]).unwrap();
         assert!(eml.contains("To: ann@example.com\r\n"));
         assert!(eml.contains("Subject: =?UTF-8?B?"));

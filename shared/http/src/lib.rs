@@ -1,7 +1,6 @@
 //! What every HTTP function shares: one JSON error shape, JSON extraction that explains what is
 //! wrong, a JSON 404 for unknown routes, and running a Router on Lambda.
 
-use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -18,7 +17,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -40,7 +43,11 @@ impl ApiError {
     }
     pub fn unavailable(error: impl std::fmt::Display) -> Self {
         tracing::warn!(%error, "dependency unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "temporarily unavailable; please retry")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "temporarily unavailable; please retry",
+        )
     }
 }
 
@@ -80,13 +87,18 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
-            e.body_text().replace("Failed to deserialize the JSON body into the target type: ", ""),
+            e.body_text().replace(
+                "Failed to deserialize the JSON body into the target type: ",
+                "",
+            ),
         ),
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "the body is larger than this endpoint accepts",
-        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the body is larger than this endpoint accepts",
+            )
+        }
         other => ApiError::bad_request(other.body_text()),
     }
 }
@@ -99,10 +111,15 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 
 /// The fallback for unknown routes.
 pub async fn unknown_route(request: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
 }
 
 /// Runs an axum Router as a Lambda function behind API Gateway.
-pub async fn run_on_lambda(router: Router) -> Result<(), lambda_http::Error> {
+#[cfg(feature = "lambda")]
+pub async fn run_on_lambda(router: axum::Router) -> Result<(), lambda_http::Error> {
     lambda_http::run(router).await
 }
