@@ -1361,6 +1361,75 @@ pub mod store {
     // Helpers
 
     /// A fresh tenant-like prefix, so every test call writes to keys of its own.
+    // ----------------------------------------------------------------------------------------
+    // Idempotency records (Powertools protocol) on this store
+
+    fn idempotency_tenant() -> crate::ids::TenantId {
+        let id = ulid::Ulid::new().to_string().to_lowercase();
+        crate::ids::TenantId::parse(&format!("idem-{}", &id[..20])).expect("valid tenant id")
+    }
+
+    /// A claimed effect runs once: a second claim waits, a completed one returns its result,
+    /// and an expired record can be claimed again.
+    pub async fn idempotency_runs_an_effect_once(store: &dyn ItemStore) {
+        use crate::idempotency::{Begin, IdempotencyConfig, begin, complete};
+        let tenant = idempotency_tenant();
+        let config = IdempotencyConfig::default();
+        let now = chrono::Utc::now();
+        assert_eq!(
+            begin(store, &tenant, "send", now, config).await.unwrap(),
+            Begin::Started
+        );
+        assert_eq!(
+            begin(store, &tenant, "send", now, config).await.unwrap(),
+            Begin::InProgress
+        );
+        let result = serde_json::json!({"message_id": "m-1"});
+        complete(store, &tenant, "send", &result).await.unwrap();
+        assert_eq!(
+            begin(store, &tenant, "send", now, config).await.unwrap(),
+            Begin::AlreadyCompleted(result)
+        );
+        // TTL deletes lazily: past `expires_at` the record no longer counts.
+        let later = now + config.remember_for + chrono::Duration::seconds(1);
+        assert_eq!(
+            begin(store, &tenant, "send", later, config).await.unwrap(),
+            Begin::Started
+        );
+        // Keys are independent.
+        assert_eq!(
+            begin(store, &tenant, "other", now, config).await.unwrap(),
+            Begin::Started
+        );
+    }
+
+    /// A claim whose holder timed out, or that was released after a failure, can be taken.
+    pub async fn idempotency_reclaims_timed_out_and_released_claims(store: &dyn ItemStore) {
+        use crate::idempotency::{Begin, IdempotencyConfig, begin, release};
+        let tenant = idempotency_tenant();
+        let config = IdempotencyConfig::default();
+        let now = chrono::Utc::now();
+        assert_eq!(
+            begin(store, &tenant, "k", now, config).await.unwrap(),
+            Begin::Started
+        );
+        let within = now + config.in_progress_timeout - chrono::Duration::seconds(1);
+        assert_eq!(
+            begin(store, &tenant, "k", within, config).await.unwrap(),
+            Begin::InProgress
+        );
+        let after = now + config.in_progress_timeout + chrono::Duration::seconds(1);
+        assert_eq!(
+            begin(store, &tenant, "k", after, config).await.unwrap(),
+            Begin::Started
+        );
+        release(store, &tenant, "k").await.unwrap();
+        assert_eq!(
+            begin(store, &tenant, "k", after, config).await.unwrap(),
+            Begin::Started
+        );
+    }
+
     fn prefix() -> String {
         format!("T#conf-{}", ulid::Ulid::new().to_string().to_lowercase())
     }
@@ -1573,6 +1642,8 @@ macro_rules! __store_conformance_names {
             transaction_of_100_ops,
             concurrent_adds_are_exact,
             concurrent_conditional_puts_have_one_winner,
+            idempotency_runs_an_effect_once,
+            idempotency_reclaims_timed_out_and_released_claims,
         }
     };
 }
