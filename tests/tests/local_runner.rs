@@ -189,7 +189,10 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
         .err()
         .expect("locked store refused");
     assert!(matches!(err, RunnerError::Store(_)), "{err}");
-    assert!(err.to_string().contains("store.db.lock"), "the message names the lock: {err}");
+    assert!(
+        err.to_string().contains("store.db.lock"),
+        "the message names the lock: {err}"
+    );
     // Same port, another store.
     let mut same_port = RunnerConfig::new(&other, first.addr);
     same_port.run_schedules = false;

@@ -254,3 +254,87 @@ async fn ticket_closed_webhook_to_rating_request_email_on_moto() {
         "three CSAT links"
     );
 }
+
+#[tokio::test]
+async fn the_publisher_batches_by_ten_and_every_event_arrives_once() {
+    let sdk = sdk().await;
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bus = format!("batch-{run}");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("batch-{run}"))
+        .send()
+        .await
+        .unwrap();
+    let url = queue.queue_url().unwrap().to_string();
+    events
+        .put_rule()
+        .name(format!("all-{run}"))
+        .event_bus_name(&bus)
+        .event_pattern(r#"{"source": ["closedloop"]}"#)
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule(format!("all-{run}"))
+        .event_bus_name(&bus)
+        .targets(
+            Target::builder()
+                .id("q")
+                .arn(format!("arn:aws:sqs:us-east-1:123456789012:batch-{run}"))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    let sent: Vec<_> = (0..23)
+        .map(|i| {
+            closedloop_core::event::EventEnvelope::new_root(
+                tenant.clone(),
+                closedloop_core::event::EventType::TicketCreated,
+                SystemClock.now(),
+                serde_json::json!({ "n": i }),
+            )
+        })
+        .collect();
+    let publisher = EventBridgePublisher::new(events.clone(), bus.clone());
+    closedloop_core::ports::EventPublisher::publish(&publisher, &sent)
+        .await
+        .unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            let event: serde_json::Value = serde_json::from_str(message.body().unwrap()).unwrap();
+            assert!(
+                ids.insert(event["detail"]["event_id"].as_str().unwrap().to_string()),
+                "delivered twice"
+            );
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(message.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        if ids.len() == sent.len() {
+            break;
+        }
+    }
+    let expected: std::collections::BTreeSet<_> =
+        sent.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(ids, expected);
+}
