@@ -4,7 +4,7 @@
 # The emulators are stopped on exit, whatever happens.
 #
 #   scripts/test.sh                 # everything
-#   scripts/test.sh -- -p rules     # extra arguments after -- go to `cargo test`
+#   scripts/test.sh -- -p closedloop-tests --test deployed_stack   # extra `cargo test` arguments
 #
 # Ports: CLOSEDLOOP_MOTO_PORT (5055), CLOSEDLOOP_MINISTACK_PORT (4566). Keep the emulators running
 # afterwards with CLOSEDLOOP_KEEP_EMULATORS=1 (stop them with scripts/emulators.sh down).

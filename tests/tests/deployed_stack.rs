@@ -28,22 +28,32 @@ async fn ministack_sdk() -> aws_config::SdkConfig {
         .await
 }
 
-/// Every sent message the emulator reports, as JSON.
+/// Every sent message the emulator reports, as JSON. ministack answers
+/// `{"messages": {"<account>": [ ... ]}}`; any object with a subject-like field counts.
 async fn sent_mail(http: &reqwest::Client) -> Vec<serde_json::Value> {
+    fn collect(value: &serde_json::Value, found: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
+            serde_json::Value::Object(map) => {
+                if map.keys().any(|k| k.eq_ignore_ascii_case("subject"))
+                    || map.contains_key("Subject")
+                {
+                    found.push(value.clone());
+                } else {
+                    map.values().for_each(|v| collect(v, found));
+                }
+            }
+            _ => {}
+        }
+    }
     let url = format!(
         "{}/_ministack/ses/messages",
         env("CLOSEDLOOP_MINISTACK_URL")
     );
     let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
-    match body {
-        serde_json::Value::Array(items) => items,
-        serde_json::Value::Object(map) => map
-            .get("messages")
-            .and_then(|m| m.as_array())
-            .cloned()
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
+    let mut found = Vec::new();
+    collect(&body, &mut found);
+    found
 }
 
 #[tokio::test]
