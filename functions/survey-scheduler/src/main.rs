@@ -6,12 +6,13 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let aws = AwsAdapters::from_env().await?;
-    let aws = &aws;
+    let public_base_url = aws.config.require_public_base_url()?.to_string();
+    let (aws, public_base_url) = (&aws, &public_base_url);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let links = LinkSigner {
                 keyring: &aws.config.token_keys,
-                public_base_url: &aws.config.public_base_url,
+                public_base_url,
             };
             survey_scheduler::handle(
                 aws.store.as_ref(),

@@ -16,7 +16,9 @@ pub struct FunctionConfig {
     pub table_name: String,
     pub event_bus_name: String,
     pub mail_from: String,
-    pub public_base_url: String,
+    /// Where customer links point. Only functions that build links need it; the HTTP functions
+    /// get it empty from the template (the API cannot reference itself).
+    pub public_base_url: Option<String>,
     pub token_keys: TokenKeyring,
 }
 
@@ -28,12 +30,19 @@ fn var(name: &'static str) -> Result<String, ConfigError> {
 }
 
 impl FunctionConfig {
+    /// The public base URL, for functions that cannot work without it.
+    pub fn require_public_base_url(&self) -> Result<&str, ConfigError> {
+        self.public_base_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("PUBLIC_BASE_URL"))
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Ok(FunctionConfig {
             table_name: var("TABLE_NAME")?,
             event_bus_name: var("EVENT_BUS_NAME")?,
             mail_from: var("MAIL_FROM")?,
-            public_base_url: var("PUBLIC_BASE_URL")?,
+            public_base_url: var("PUBLIC_BASE_URL").ok(),
             token_keys: TokenKeyring::parse(&var("TOKEN_KEYS")?)?,
         })
     }

@@ -1360,7 +1360,6 @@ pub mod store {
     // ----------------------------------------------------------------------------------------
     // Helpers
 
-    /// A fresh tenant-like prefix, so every test call writes to keys of its own.
     // ----------------------------------------------------------------------------------------
     // Idempotency records (Powertools protocol) on this store
 
@@ -1430,6 +1429,7 @@ pub mod store {
         );
     }
 
+    /// A fresh tenant-like prefix, so every test call writes to keys of its own.
     fn prefix() -> String {
         format!("T#conf-{}", ulid::Ulid::new().to_string().to_lowercase())
     }
