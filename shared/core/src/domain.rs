@@ -283,6 +283,9 @@ pub struct TenantSettings {
     pub brand_name: String,
     /// `#rrggbb`.
     pub brand_color: String,
+    /// On: once recorded, a rating cannot be changed from the public page (comments still can).
+    #[serde(default)]
+    pub forbid_rating_change: bool,
 }
 
 impl Default for TenantSettings {
@@ -295,6 +298,7 @@ impl Default for TenantSettings {
             detractor_max_score: 6,
             brand_name: "Support".into(),
             brand_color: "#2563eb".into(),
+            forbid_rating_change: false,
         }
     }
 }
