@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use closedloop_core::ports::ManualClock;
 
 use closedloop::runner::{self, RunnerConfig, RunnerError, Running};
 use closedloop_core::domain::{CsatValue, Rating, Review};
@@ -203,4 +206,132 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
     assert!(matches!(err, RunnerError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("--port"), "{err}");
     first.shutdown().await;
+}
+
+/// The value a rating link records, read from its token.
+fn link_value(link: &str) -> String {
+    use base64::Engine;
+    let token = link.rsplit('/').next().unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    String::from_utf8(payload)
+        .unwrap()
+        .split('|')
+        .nth(4)
+        .unwrap()
+        .to_string()
+}
+
+async fn close_and_read_links(
+    running: &Running,
+    dir: &Path,
+    ticket: &str,
+    contact: &str,
+) -> Vec<String> {
+    let http = reqwest::Client::new();
+    http.post(format!(
+        "{}/sandbox/tickets/{ticket}/close",
+        running.info.base_url
+    ))
+    .send()
+    .await
+    .unwrap();
+    running.drain().await.unwrap();
+    let mails = outbox(dir);
+    let request = mails
+        .iter()
+        .find(|m| m.contains(&format!("To: {contact}")))
+        .expect("a rating request");
+    links(request.split("text/html").next().unwrap())
+}
+
+fn review_alerts(dir: &Path) -> Vec<String> {
+    outbox(dir)
+        .into_iter()
+        .filter(|m| m.contains("Subject: New review on ticket"))
+        .collect()
+}
+
+async fn start_with_clock(dir: &Path, clock: Arc<ManualClock>) -> Running {
+    let mut config = RunnerConfig::new(dir, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+    config.demo = true;
+    config.run_schedules = false;
+    config.clock = clock;
+    runner::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_rating_and_comment_settle_into_one_review_received_after_the_window() {
+    let dir = temp_dir();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let running = start_with_clock(&dir, clock.clone()).await;
+    let links = close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
+    let positive = links.iter().find(|l| link_value(l) == "positive").unwrap();
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(positive).send().await.unwrap().status(), 200);
+    let posted = http
+        .post(positive)
+        .form(&[("rating", "positive"), ("comment", "Quick and friendly")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+
+    // Inside the 5-minute window: no review.received yet, so the demo rule has not fired.
+    clock.advance(chrono::Duration::minutes(4));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    assert!(review_alerts(&dir).is_empty());
+
+    clock.advance(chrono::Duration::minutes(2));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    let alerts = review_alerts(&dir);
+    assert_eq!(alerts.len(), 1, "review.received is published once");
+    assert!(
+        alerts[0].contains("Rating: positive") && alerts[0].contains("Quick and friendly"),
+        "{}",
+        alerts[0]
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_corrected_mis_click_triggers_one_review_received_with_the_final_rating() {
+    let dir = temp_dir();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let running = start_with_clock(&dir, clock.clone()).await;
+    let links = close_and_read_links(&running, &dir, "1002", "cindy@northwind.example").await;
+    let negative = links.iter().find(|l| link_value(l) == "negative").unwrap();
+    let http = reqwest::Client::new();
+    http.get(negative).send().await.unwrap();
+    clock.advance(chrono::Duration::minutes(1));
+    // The customer meant "good": she fixes it on the page.
+    http.post(negative)
+        .form(&[("rating", "positive"), ("comment", "")])
+        .send()
+        .await
+        .unwrap();
+    clock.advance(chrono::Duration::minutes(10));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    let alerts = review_alerts(&dir);
+    assert_eq!(alerts.len(), 1);
+    assert!(alerts[0].contains("Rating: positive"), "{}", alerts[0]);
+    running.shutdown().await;
 }

@@ -3,15 +3,17 @@
 
 use closedloop_core::event::envelope_from_bus_event;
 use closedloop_core::ports::{Clock, Mailer};
+use closedloop_core::ratings;
 use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::{self, LinkSigner, ScheduleOutcome, SurveyError};
 
 #[derive(Debug, PartialEq)]
 pub enum Handled {
     TicketEvent(ScheduleOutcome),
-    /// A scheduled tick: how many due requests were sent.
+    /// A scheduled tick: how many due requests were sent, and how many reviews settled.
     Tick {
         sent: usize,
+        settled: usize,
     },
 }
 
@@ -31,8 +33,13 @@ pub async fn handle(
         }
         None => {
             let sent = surveys::send_due(store, mailer, clock, links).await?;
-            tracing::info!(sent, "due rating requests sent");
-            Ok(Handled::Tick { sent })
+            let settled = ratings::settle_reviews(store, clock.now()).await?;
+            tracing::info!(
+                sent,
+                settled,
+                "due rating requests sent, settled reviews received"
+            );
+            Ok(Handled::Tick { sent, settled })
         }
     }
 }

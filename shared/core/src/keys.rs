@@ -61,6 +61,11 @@ pub fn surveys_due_index(tenant: &TenantId) -> String {
     format!("{}#SURVEYS_DUE", tenant_prefix(tenant))
 }
 
+/// GSI1 partition of reviews still inside their change window, sorted by when they settle.
+pub fn reviews_settling_index(tenant: &TenantId) -> String {
+    format!("{}#REVIEWS_SETTLING", tenant_prefix(tenant))
+}
+
 pub fn review(tenant: &TenantId, id: SurveyRequestId) -> Key {
     Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REVIEW")
 }

@@ -9,7 +9,10 @@ use crate::event::{EventEnvelope, EventType};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::records::{read_record, record_item};
-use crate::store::{Condition, ItemStore, StoreError, Value, WriteOp};
+use crate::store::{
+    Condition, Index, ItemExt, ItemStore, Query, SortKeyCondition, StoreError, Update, Value,
+    WriteOp,
+};
 use crate::surveys;
 use crate::tenancy::{self, TenancyError};
 use crate::tokens::{TokenError, TokenKeyring};
@@ -42,6 +45,8 @@ pub struct Recorded {
     /// True when a different rating was refused because the tenant forbids changing it.
     pub change_refused: bool,
 }
+
+const RECEIVED_AT: &str = "received_at";
 
 /// Concurrent first clicks race on creating the review; the loser re-reads and tries again.
 const WRITE_ATTEMPTS: usize = 3;
@@ -86,11 +91,12 @@ pub async fn submit(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let previous: Option<Review> = store
-            .get(&key)
-            .await?
-            .map(|i| read_record(&i))
-            .transpose()?;
+        let previous_item = store.get(&key).await?;
+        let previous: Option<Review> = previous_item.as_ref().map(read_record).transpose()?;
+        // Set once review.received went out; from then on the review has settled.
+        let received_at = previous_item
+            .as_ref()
+            .and_then(|i| i.get(RECEIVED_AT).cloned());
         let change_refused =
             settings.forbid_rating_change && previous.as_ref().is_some_and(|p| p.rating != rating);
         let ticket = &request.ticket;
@@ -140,10 +146,56 @@ pub async fn submit(
             "updated_at".into(),
             Value::S(keys::sortable_time(review.updated_at)),
         );
-        match store
-            .transact_write(vec![WriteOp::put_if(item, guard), outbox_put(&event, now)])
-            .await
-        {
+        let mut writes = vec![outbox_put(&event, now)];
+        match received_at {
+            Some(at) => {
+                item.insert(RECEIVED_AT.into(), at);
+                // After the window only a new comment is news.
+                if review.comment.is_some()
+                    && previous
+                        .as_ref()
+                        .is_some_and(|p| p.comment != review.comment)
+                {
+                    let added = event.caused(
+                        EventType::ReviewCommentAdded,
+                        now,
+                        None,
+                        serde_json::json!({ "review": review }),
+                    );
+                    writes.push(outbox_put(&added, now));
+                }
+            }
+            None if settings.change_window_minutes == 0 => {
+                item.insert(RECEIVED_AT.into(), Value::S(keys::sortable_time(now)));
+                let received = event.caused(
+                    EventType::ReviewReceived,
+                    now,
+                    None,
+                    serde_json::json!({ "review": review }),
+                );
+                writes.push(outbox_put(&received, now));
+            }
+            None => {
+                // Every change restarts the window; the survey scheduler emits review.received
+                // once it has passed (`settle_reviews`).
+                let settles_at =
+                    now + chrono::Duration::minutes(settings.change_window_minutes.into());
+                item.insert(
+                    Index::Gsi1.pk_attribute().into(),
+                    Value::S(keys::reviews_settling_index(&claims.tenant)),
+                );
+                item.insert(
+                    Index::Gsi1.sk_attribute().into(),
+                    Value::S(format!(
+                        "{}#{}",
+                        keys::sortable_time(settles_at),
+                        request.id
+                    )),
+                );
+            }
+        }
+        writes.insert(0, WriteOp::put_if(item, guard));
+        match store.transact_write(writes).await {
             Ok(()) => {
                 return Ok(Recorded {
                     request,
@@ -157,4 +209,70 @@ pub async fn submit(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Emits `review.received` for every review whose change window has ended, once each: the
+/// review leaves the settling index in the same transaction, guarded by the window it was read
+/// with, so a change made meanwhile restarts its window instead.
+pub async fn settle_reviews(
+    store: &dyn ItemStore,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut settled = 0;
+    for tenant in tenancy::list_tenants(store).await? {
+        let mut start = None;
+        loop {
+            let page = store
+                .query(
+                    Query::on_index(Index::Gsi1, keys::reviews_settling_index(&tenant))
+                        .sk(SortKeyCondition::Le(format!(
+                            "{}#~",
+                            keys::sortable_time(now)
+                        )))
+                        .limit(100)
+                        .start_after(start),
+                )
+                .await?;
+            for item in &page.items {
+                let (Some(key), Some(window)) =
+                    (item.key(), item.str_attr(Index::Gsi1.sk_attribute()))
+                else {
+                    continue;
+                };
+                let review: Review = read_record(item)?;
+                let received = EventEnvelope::new_root(
+                    tenant.clone(),
+                    EventType::ReviewReceived,
+                    now,
+                    serde_json::json!({ "review": review }),
+                );
+                let written = store
+                    .transact_write(vec![
+                        WriteOp::Update {
+                            key,
+                            update: Update::new()
+                                .set(RECEIVED_AT, Value::S(keys::sortable_time(now)))
+                                .remove(Index::Gsi1.pk_attribute())
+                                .remove(Index::Gsi1.sk_attribute()),
+                            condition: Some(Condition::eq(
+                                Index::Gsi1.sk_attribute(),
+                                Value::s(window),
+                            )),
+                        },
+                        outbox_put(&received, now),
+                    ])
+                    .await;
+                match written {
+                    Ok(()) => settled += 1,
+                    Err(StoreError::TransactionCanceled { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.last_evaluated {
+                Some(last) => start = Some(last),
+                None => break,
+            }
+        }
+    }
+    Ok(settled)
 }
