@@ -5,6 +5,7 @@ pub mod automation;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod domain;
+pub mod due;
 pub mod event;
 pub mod idempotency;
 pub mod ids;

@@ -5,14 +5,12 @@ use chrono::{DateTime, Utc};
 use crate::domain::{
     Comment, DomainError, Rating, Review, SurveyRequest, SurveyStatus, TenantSettings,
 };
+use crate::due::DueItems;
 use crate::event::{EventEnvelope, EventType};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::records::{read_record, record_item};
-use crate::store::{
-    Condition, Index, ItemExt, ItemStore, Query, SortKeyCondition, StoreError, Update, Value,
-    WriteOp,
-};
+use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
 use crate::surveys;
 use crate::tenancy::{self, TenancyError};
 use crate::tokens::{TokenError, TokenKeyring};
@@ -220,20 +218,9 @@ pub async fn settle_reviews(
 ) -> Result<usize, StoreError> {
     let mut settled = 0;
     for tenant in tenancy::list_tenants(store).await? {
-        let mut start = None;
-        loop {
-            let page = store
-                .query(
-                    Query::on_index(Index::Gsi1, keys::reviews_settling_index(&tenant))
-                        .sk(SortKeyCondition::Le(format!(
-                            "{}#~",
-                            keys::sortable_time(now)
-                        )))
-                        .limit(100)
-                        .start_after(start),
-                )
-                .await?;
-            for item in &page.items {
+        let mut due = DueItems::new(keys::reviews_settling_index(&tenant), now);
+        while let Some(items) = due.next_page(store).await? {
+            for item in &items {
                 let (Some(key), Some(window)) =
                     (item.key(), item.str_attr(Index::Gsi1.sk_attribute()))
                 else {
@@ -267,10 +254,6 @@ pub async fn settle_reviews(
                     Err(StoreError::TransactionCanceled { .. }) => {}
                     Err(e) => return Err(e),
                 }
-            }
-            match page.last_evaluated {
-                Some(last) => start = Some(last),
-                None => break,
             }
         }
     }

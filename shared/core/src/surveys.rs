@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::domain::{
     CsatValue, SurveyKind, SurveyRequest, SurveyStatus, TenantSettings, TicketSnapshot,
 };
+use crate::due::DueItems;
 use crate::event::{EventEnvelope, EventType};
 use crate::idempotency::{self, Begin, IdempotencyConfig};
 use crate::ids::{SurveyRequestId, TenantId};
@@ -14,10 +15,7 @@ use crate::keys;
 use crate::outbox::outbox_put;
 use crate::ports::{Clock, MailError, Mailer, OutgoingEmail};
 use crate::records::{read_record, record_item};
-use crate::store::{
-    Condition, Index, ItemExt, ItemStore, Query, SortKeyCondition, StoreError, Update, Value,
-    WriteOp,
-};
+use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
 use crate::templates::{self, TemplateError};
 use crate::tenancy::{self, TenancyError};
 use crate::tokens::{RatingClaims, TokenKeyring};
@@ -205,29 +203,13 @@ pub async fn send_due(
     let mut sent = 0;
     for tenant in tenancy::list_tenants(store).await? {
         let settings = tenancy::get_settings(store, &tenant).await?;
-        let mut start = None;
-        loop {
-            let page = store
-                .query(
-                    Query::on_index(Index::Gsi1, keys::surveys_due_index(&tenant))
-                        // '~' sorts after every id, so everything due up to `now` is included.
-                        .sk(SortKeyCondition::Le(format!(
-                            "{}#~",
-                            keys::sortable_time(now)
-                        )))
-                        .limit(100)
-                        .start_after(start),
-                )
-                .await?;
-            for item in &page.items {
+        let mut due = DueItems::new(keys::surveys_due_index(&tenant), now);
+        while let Some(items) = due.next_page(store).await? {
+            for item in &items {
                 let request = read_request(item)?;
                 if send_request(store, mailer, clock, links, &settings, request).await? {
                     sent += 1;
                 }
-            }
-            match page.last_evaluated {
-                Some(last) => start = Some(last),
-                None => break,
             }
         }
     }

@@ -3,13 +3,12 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::Case;
+use crate::due::DueItems;
 use crate::event::{EventEnvelope, EventType};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::records::read_record;
-use crate::store::{
-    Condition, Index, ItemStore, Query, SortKeyCondition, StoreError, Update, Value, WriteOp,
-};
+use crate::store::{Condition, Index, ItemStore, Query, StoreError, Update, Value, WriteOp};
 use crate::tenancy;
 
 #[derive(Debug, Default, PartialEq)]
@@ -25,21 +24,10 @@ pub async fn sla_sweep(
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     for tenant in tenancy::list_tenants(store).await? {
-        let mut start = None;
-        loop {
-            let page = store
-                .query(
-                    Query::on_index(Index::Gsi1, keys::open_cases_index(&tenant))
-                        .sk(SortKeyCondition::Le(format!(
-                            "{}#~",
-                            keys::sortable_time(now)
-                        )))
-                        .limit(100)
-                        .start_after(start),
-                )
-                .await?;
-            report.items_read += page.items.len();
-            for item in &page.items {
+        let mut due = DueItems::new(keys::open_cases_index(&tenant), now);
+        while let Some(items) = due.next_page(store).await? {
+            report.items_read += items.len();
+            for item in &items {
                 let case: Case = read_record(item)?;
                 let event = EventEnvelope::new_root(
                     tenant.clone(),
@@ -68,10 +56,6 @@ pub async fn sla_sweep(
                     Err(StoreError::TransactionCanceled { .. }) => {}
                     Err(e) => return Err(e),
                 }
-            }
-            match page.last_evaluated {
-                Some(last) => start = Some(last),
-                None => break,
             }
         }
     }
