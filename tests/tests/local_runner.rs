@@ -19,16 +19,25 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
-async fn start_demo(dir: &Path) -> Running {
-    start_demo_relaying(dir, true).await
-}
-
-async fn start_demo_relaying(dir: &Path, relay_outbox: bool) -> Running {
+/// A demo runner on a free port; schedules are fired by hand in tests.
+fn demo_config(dir: &Path) -> RunnerConfig {
     let mut config = RunnerConfig::new(dir, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
     config.demo = true;
     config.run_schedules = false;
-    config.relay_outbox = relay_outbox;
-    runner::start(config).await.unwrap()
+    config
+}
+
+async fn start_demo(dir: &Path) -> Running {
+    runner::start(demo_config(dir)).await.unwrap()
+}
+
+async fn start_demo_relaying(dir: &Path, relay_outbox: bool) -> Running {
+    runner::start(RunnerConfig {
+        relay_outbox,
+        ..demo_config(dir)
+    })
+    .await
+    .unwrap()
 }
 
 fn outbox(dir: &Path) -> Vec<String> {
@@ -254,11 +263,12 @@ fn review_alerts(dir: &Path) -> Vec<String> {
 }
 
 async fn start_with_clock(dir: &Path, clock: Arc<ManualClock>) -> Running {
-    let mut config = RunnerConfig::new(dir, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
-    config.demo = true;
-    config.run_schedules = false;
-    config.clock = clock;
-    runner::start(config).await.unwrap()
+    runner::start(RunnerConfig {
+        clock,
+        ..demo_config(dir)
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
