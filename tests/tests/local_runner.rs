@@ -102,15 +102,7 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
         3,
         "CSAT offers three choices: {text_links:?}"
     );
-    let negative = text_links.iter().find(|l| {
-        let token = l.rsplit('/').next().unwrap();
-        let payload = token.split('.').next().unwrap();
-        use base64::Engine;
-        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap();
-        String::from_utf8(decoded).unwrap().contains("|negative|")
-    });
+    let negative = text_links.iter().find(|l| link_value(l) == "negative");
     let negative = negative.expect("a negative link");
     // A scanner's HEAD records nothing.
     let head = http.head(negative).send().await.unwrap();
@@ -120,17 +112,7 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
     assert!(page.text().await.unwrap().contains("negative"));
 
     // The review is stored under the survey request the token names.
-    let token = negative.rsplit('/').next().unwrap();
-    let payload = {
-        use base64::Engine;
-        String::from_utf8(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(token.split('.').next().unwrap())
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    let survey = SurveyRequestId::parse(payload.split('|').nth(3).unwrap()).unwrap();
+    let survey = SurveyRequestId::parse(&token_field(negative, 3)).unwrap();
     let tenant = TenantId::parse("demo").unwrap();
     let item = running
         .store()
@@ -217,8 +199,8 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
     first.shutdown().await;
 }
 
-/// The value a rating link records, read from its token.
-fn link_value(link: &str) -> String {
+/// Field `n` of a rating link's token payload (`v1|kid|tenant|survey|value|expiry`).
+fn token_field(link: &str, n: usize) -> String {
     use base64::Engine;
     let token = link.rsplit('/').next().unwrap();
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -227,9 +209,14 @@ fn link_value(link: &str) -> String {
     String::from_utf8(payload)
         .unwrap()
         .split('|')
-        .nth(4)
+        .nth(n)
         .unwrap()
         .to_string()
+}
+
+/// The value a rating link records, read from its token.
+fn link_value(link: &str) -> String {
+    token_field(link, 4)
 }
 
 async fn close_and_read_links(

@@ -12,6 +12,7 @@ use closedloop_core::ports::{Clock, SystemClock};
 use closedloop_core::store::ItemStore;
 use closedloop_embedded::outbox_mailer::OutboxMailer;
 use closedloop_embedded::{OpenError, SqliteStore};
+use closedloop_eventpattern::pattern::EventPattern;
 use closedloop_eventpattern::template::{Routes, TemplateError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -94,7 +95,7 @@ pub struct Running {
     pub store: SqliteStore,
     pub functions: Arc<Functions>,
     bus: Arc<LocalBus>,
-    routes: Routes,
+    stream_filters: Arc<[EventPattern]>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -164,12 +165,19 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
+    // The template's FilterCriteria on the table's stream, as Lambda applies them.
+    let stream_filters: Arc<[EventPattern]> = routes
+        .function(EVENT_RELAY)
+        .and_then(|f| f.streams.first())
+        .map(|s| s.filters.clone())
+        .unwrap_or_default()
+        .into();
     if config.relay_outbox {
         tasks.spawn(relay_loop(
             store.clone(),
             functions.clone(),
             bus.clone(),
-            routes.clone(),
+            stream_filters.clone(),
             stopped.clone(),
         ));
     }
@@ -211,7 +219,7 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         store,
         functions,
         bus,
-        routes,
+        stream_filters,
         stop,
         tasks,
     })
@@ -258,14 +266,9 @@ async fn relay_loop(
     store: SqliteStore,
     functions: Arc<Functions>,
     bus: Arc<LocalBus>,
-    routes: Routes,
+    filters: Arc<[EventPattern]>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let filters = routes
-        .function(EVENT_RELAY)
-        .and_then(|f| f.streams.first())
-        .map(|s| s.filters.clone())
-        .unwrap_or_default();
     let mut newest = store.stream_watch();
     loop {
         match relay_once(&store, &functions, bus.as_ref(), &filters).await {
@@ -293,7 +296,7 @@ pub(crate) async fn relay_once(
     store: &SqliteStore,
     functions: &Functions,
     bus: &LocalBus,
-    filters: &[closedloop_eventpattern::pattern::EventPattern],
+    filters: &[EventPattern],
 ) -> Result<usize, closedloop_core::store::StoreError> {
     let after = store.stream_checkpoint_get(RELAY_CONSUMER).await?;
     let records = store.stream_read(after, RELAY_BATCH).await?;
@@ -377,13 +380,15 @@ impl Running {
 
     /// Relays until the outbox is empty: every event so far has been handled.
     pub async fn drain(&self) -> Result<(), closedloop_core::store::StoreError> {
-        let filters = self
-            .routes
-            .function(EVENT_RELAY)
-            .and_then(|f| f.streams.first())
-            .map(|s| s.filters.clone())
-            .unwrap_or_default();
-        while relay_once(&self.store, &self.functions, &self.bus, &filters).await? > 0 {}
+        while relay_once(
+            &self.store,
+            &self.functions,
+            &self.bus,
+            &self.stream_filters,
+        )
+        .await?
+            > 0
+        {}
         Ok(())
     }
 
