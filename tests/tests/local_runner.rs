@@ -40,6 +40,15 @@ async fn start_demo_relaying(dir: &Path, relay_outbox: bool) -> Running {
     .unwrap()
 }
 
+/// A customer's phone browser. Requests without a browser's user agent are treated as mail
+/// scanners and record nothing.
+fn customer() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+        .build()
+        .unwrap()
+}
+
 fn outbox(dir: &Path) -> Vec<String> {
     let mut files: Vec<_> = std::fs::read_dir(dir.join("outbox"))
         .unwrap()
@@ -65,7 +74,7 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
     let dir = temp_dir();
     let running = start_demo(&dir).await;
     let base = running.info.base_url.clone();
-    let http = reqwest::Client::new();
+    let http = customer();
 
     let answer: serde_json::Value = http
         .post(format!("{base}/sandbox/tickets/1001/close"))
@@ -263,9 +272,51 @@ async fn a_rating_and_comment_settle_into_one_review_received_after_the_window()
     let dir = temp_dir();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let running = start_with_clock(&dir, clock.clone()).await;
+    let base = &running.info.base_url;
+    // The admin asks for requests two hours after the close.
+    let admin = reqwest::Client::new();
+    let auth = format!("Bearer {}", running.info.tenant.api_key);
+    let mut settings: serde_json::Value = admin
+        .get(format!("{base}/admin/v1/settings"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    settings["survey_delay_hours"] = 2.into();
+    let put = admin
+        .put(format!("{base}/admin/v1/settings"))
+        .header("authorization", &auth)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    customer()
+        .post(format!("{base}/sandbox/tickets/1001/close"))
+        .send()
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    let rating_requests = || {
+        outbox(&dir)
+            .into_iter()
+            .filter(|m| m.contains("To: bob@northwind.example"))
+            .count()
+    };
+    assert_eq!(rating_requests(), 0, "not due yet");
+    clock.advance(chrono::Duration::hours(2));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    assert_eq!(rating_requests(), 1, "sent once due");
     let links = close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
     let positive = links.iter().find(|l| link_value(l) == "positive").unwrap();
-    let http = reqwest::Client::new();
+    let http = customer();
     assert_eq!(http.get(positive).send().await.unwrap().status(), 200);
     let posted = http
         .post(positive)
@@ -312,7 +363,7 @@ async fn a_corrected_mis_click_triggers_one_review_received_with_the_final_ratin
     let running = start_with_clock(&dir, clock.clone()).await;
     let links = close_and_read_links(&running, &dir, "1002", "cindy@northwind.example").await;
     let negative = links.iter().find(|l| link_value(l) == "negative").unwrap();
-    let http = reqwest::Client::new();
+    let http = customer();
     http.get(negative).send().await.unwrap();
     clock.advance(chrono::Duration::minutes(1));
     // The customer meant "good": she fixes it on the page.
@@ -330,5 +381,49 @@ async fn a_corrected_mis_click_triggers_one_review_received_with_the_final_ratin
     let alerts = review_alerts(&dir);
     assert_eq!(alerts.len(), 1);
     assert!(alerts[0].contains("Rating: positive"), "{}", alerts[0]);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_scanner_opening_every_link_records_nothing() {
+    let dir = temp_dir();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let running = start_with_clock(&dir, clock.clone()).await;
+    let links = close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
+    // A gateway checks every link: HEAD first, then its own agent, then a browser disguise,
+    // one link after another within a second.
+    let gateway = reqwest::Client::builder()
+        .user_agent("Mozilla/5.0 (compatible; Barracuda Sentinel (EE))")
+        .build()
+        .unwrap();
+    let disguised = customer();
+    for link in &links {
+        assert_eq!(gateway.head(link).send().await.unwrap().status(), 200);
+    }
+    for link in &links {
+        let page = gateway
+            .get(link)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Please confirm your answer"), "{page}");
+    }
+    for link in &links {
+        disguised.get(link).send().await.unwrap();
+        clock.advance(chrono::Duration::milliseconds(300));
+    }
+    clock.advance(chrono::Duration::hours(1));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    assert!(
+        review_alerts(&dir).is_empty(),
+        "no review.received, so no rule ran"
+    );
     running.shutdown().await;
 }

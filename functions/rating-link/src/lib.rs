@@ -1,17 +1,19 @@
 //! `rating-link`: `GET /r/{token}` records the rating its signed token names, in one conditional
 //! write, and shows the comment page; `POST /r/{token}` saves the comment and may change the
-//! rating. HEAD requests (link scanners) record nothing.
+//! rating. Mail scanners record nothing: HEAD requests, scanner user agents, and bursts of
+//! several choices are shown a page that asks a person to confirm (`docs/rating-links.md`).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use closedloop_core::domain::{CsatValue, Rating, SurveyKind, TenantSettings};
 use closedloop_core::ports::Clock;
-use closedloop_core::ratings::{self, RatingError, Recorded};
+use closedloop_core::ratings::{self, Outcome, RatingError, Recorded, Via};
+use closedloop_core::scanners;
 use closedloop_core::store::ItemStore;
 use closedloop_core::tokens::{TokenError, TokenKeyring};
 use serde::Deserialize;
@@ -36,15 +38,23 @@ async fn scanned() -> StatusCode {
     StatusCode::OK
 }
 
-async fn click(State(state): State<RatingLinkState>, Path(token): Path<String>) -> Response {
-    match ratings::record_click(
-        state.store.as_ref(),
-        &state.keyring,
-        state.clock.now(),
-        &token,
-    )
-    .await
-    {
+async fn click(
+    State(state): State<RatingLinkState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (store, now) = (state.store.as_ref(), state.clock.now());
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let result = match scanners::machine_user_agent(user_agent) {
+        Some(reason) => {
+            tracing::info!(reason, "link opened by a machine; asking for confirmation");
+            ratings::preview(store, &state.keyring, now, &token).await
+        }
+        None => ratings::record_click(store, &state.keyring, now, &token).await,
+    };
+    match result {
         Ok(recorded) => comment_page(&token, &recorded, None),
         Err(e) => error_page(e),
     }
@@ -68,6 +78,7 @@ async fn submit(
         &state.keyring,
         now,
         &token,
+        Via::Form,
         form.rating.as_deref(),
         Some(&form.comment),
     )
@@ -151,11 +162,13 @@ fn choices(kind: SurveyKind) -> Vec<(String, String)> {
     }
 }
 
-/// Thanks, the choice preselected, a comment box and a submit button.
+/// Thanks, the choice preselected, a comment box and a submit button. When the answer still
+/// needs a person's confirmation, the same form asks for it.
 fn comment_page(token: &str, recorded: &Recorded, note: Option<&str>) -> Response {
     let review = &recorded.review;
     let current = review.rating.value_string();
-    let locked = recorded.settings.forbid_rating_change;
+    let confirming = !matches!(recorded.outcome, Outcome::Saved { .. });
+    let locked = recorded.settings.forbid_rating_change && !confirming;
     let legend = match review.rating {
         Rating::Csat(_) => "How did we do?",
         Rating::Nps(_) => {
@@ -181,12 +194,24 @@ fn comment_page(token: &str, recorded: &Recorded, note: Option<&str>) -> Respons
         .as_ref()
         .map(|c| escape(c.as_str()))
         .unwrap_or_default();
-    let status_line = match note {
-        Some(note) => format!(r#"<p class="note" role="status">{}</p>"#, escape(note)),
-        None => {
-            r#"<p class="note" role="status">Thank you! We recorded your answer.</p>"#.to_string()
-        }
+    let (title, note, button) = match recorded.outcome {
+        Outcome::Saved { .. } => (
+            "Thank you for your feedback",
+            note.unwrap_or("Thank you! We recorded your answer."),
+            "Send",
+        ),
+        Outcome::ConfirmChange => (
+            "Change your answer?",
+            "You already answered this survey. Press Confirm to change your answer to the one selected below.",
+            "Confirm",
+        ),
+        Outcome::AwaitingConfirmation | Outcome::NotRecorded => (
+            "Please confirm your answer",
+            "Press Confirm to record the answer selected below.",
+            "Confirm",
+        ),
     };
+    let status_line = format!(r#"<p class="note" role="status">{}</p>"#, escape(note));
     let locked_line = if locked {
         "<p class=\"hint\">Your rating is recorded and can't be changed here, but you can add a comment.</p>"
     } else {
@@ -199,19 +224,14 @@ fn comment_page(token: &str, recorded: &Recorded, note: Option<&str>) -> Respons
 {locked_line}
 <label for="comment" class="field">Anything you'd like to add? (optional)</label>
 <textarea id="comment" name="comment" rows="5" maxlength="5000">{comment}</textarea>
-<button type="submit">Send</button>
+<button type="submit">{button}</button>
 </form>
 <p class="hint">About ticket: {subject}</p>"#,
         token = escape(token),
         legend = escape(legend),
         subject = escape(&recorded.request.ticket.subject),
     );
-    page(
-        StatusCode::OK,
-        "Thank you for your feedback",
-        Some(&recorded.settings),
-        &body,
-    )
+    page(StatusCode::OK, title, Some(&recorded.settings), &body)
 }
 
 /// A small, mobile-first, accessible page in the tenant's name and colour. `body_html` is

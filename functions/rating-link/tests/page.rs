@@ -8,7 +8,8 @@ use axum::http::{Request, StatusCode};
 use closedloop_core::domain::{Comment, CsatValue, Rating, Review, TenantSettings};
 use closedloop_core::event::{EventEnvelope, EventType};
 use closedloop_core::ids::{SurveyRequestId, TenantId};
-use closedloop_core::ports::{Clock, MailError, Mailer, OutgoingEmail, SystemClock};
+use closedloop_core::ports::{Clock, MailError, Mailer, ManualClock, OutgoingEmail, SystemClock};
+use closedloop_core::ratings;
 use closedloop_core::records::read_record;
 use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::{self, LinkSigner, ScheduleOutcome};
@@ -31,9 +32,12 @@ impl Mailer for Sent {
     }
 }
 
+const PHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+
 struct Fixture {
     app: axum::Router,
     store: Arc<dyn ItemStore>,
+    clock: Arc<ManualClock>,
     survey: SurveyRequestId,
     /// Link path (`/r/<token>`) per choice value.
     links: Vec<(String, String)>,
@@ -90,14 +94,16 @@ async fn fixture(settings: TenantSettings) -> Fixture {
             (value, path.trim().to_string())
         })
         .collect();
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let app = router(RatingLinkState {
         store: store.clone(),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         keyring,
     });
     Fixture {
         app,
         store,
+        clock,
         survey,
         links,
     }
@@ -126,9 +132,28 @@ impl Fixture {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
+    /// A person opening the link on a phone.
     async fn get(&self, path: &str) -> (StatusCode, String) {
-        self.send(Request::get(path).body(Body::empty()).unwrap())
+        self.get_as(path, PHONE).await
+    }
+    async fn get_as(&self, path: &str, user_agent: &str) -> (StatusCode, String) {
+        self.send(
+            Request::get(path)
+                .header("user-agent", user_agent)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+    fn wait(&self, seconds: i64) {
+        self.clock.advance(chrono::Duration::seconds(seconds));
+    }
+    /// How many reviews settle into `review.received` once every window has passed.
+    async fn settle_all(&self) -> usize {
+        let later = self.clock.now() + chrono::Duration::days(1);
+        ratings::settle_reviews(self.store.as_ref(), later)
             .await
+            .unwrap()
     }
     async fn post(&self, path: &str, form: &str) -> (StatusCode, String) {
         self.send(
@@ -197,6 +222,7 @@ async fn with_changes_forbidden_a_second_click_or_post_keeps_the_first_rating() 
     })
     .await;
     f.get(&f.link("negative")).await;
+    f.wait(60);
     let (_, page) = f.get(&f.link("positive")).await;
     assert!(page.contains(r#"value="negative" checked"#), "{page}");
     let (_, page) = f
@@ -227,4 +253,104 @@ async fn scanners_and_bad_links_record_nothing() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(f.review().await, None);
+}
+
+/// What mail-security gateways are seen sending when they open every link of an email.
+const SCANNER_AGENTS: &[&str] = &[
+    "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Trident/7.0; Microsoft Outlook 16.0; ms-office; MSOffice 16)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36",
+    "python-requests/2.32.3",
+    "",
+];
+
+#[tokio::test]
+async fn scanner_user_agents_record_nothing_but_a_person_can_confirm_on_the_page() {
+    let f = fixture(TenantSettings::default()).await;
+    let link = f.link("negative");
+    for agent in SCANNER_AGENTS {
+        let (status, page) = f.get_as(&link, agent).await;
+        assert_eq!(status, StatusCode::OK, "{agent}");
+        assert!(
+            page.contains("Please confirm your answer"),
+            "{agent}: {page}"
+        );
+        assert!(page.contains(r#"value="negative" checked"#), "{page}");
+        assert_eq!(f.review().await, None, "{agent} recorded a rating");
+    }
+    // Behind an unusual browser there may be a person: the page's button records the answer.
+    let (status, page) = f.post(&link, "rating=negative&comment=").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Thank you"), "{page}");
+    assert_eq!(
+        f.review().await.unwrap().rating,
+        Rating::Csat(CsatValue::Negative)
+    );
+    assert_eq!(f.settle_all().await, 1);
+}
+
+#[tokio::test]
+async fn a_burst_of_every_choice_within_seconds_counts_for_nothing_until_confirmed() {
+    let f = fixture(TenantSettings::default()).await;
+    // A gateway that passes for a phone browser opens each button in the email's order.
+    f.get(&f.link("positive")).await;
+    f.wait(1);
+    let (_, page) = f.get(&f.link("neutral")).await;
+    assert!(page.contains("Please confirm your answer"), "{page}");
+    f.wait(1);
+    f.get(&f.link("negative")).await;
+    // Opening a link again a little later does not make the burst count either.
+    f.wait(3);
+    let (_, page) = f.get(&f.link("negative")).await;
+    assert!(page.contains("Please confirm your answer"), "{page}");
+    assert_eq!(f.settle_all().await, 0, "no review.received for a burst");
+
+    // The customer reads the email later and confirms their real answer on the page.
+    f.wait(600);
+    f.post(&f.link("positive"), "rating=neutral&comment=ok+overall")
+        .await;
+    assert_eq!(f.settle_all().await, 1);
+    let review = f.review().await.unwrap();
+    assert_eq!(review.rating, Rating::Csat(CsatValue::Neutral));
+    assert_eq!(review.comment.unwrap().as_str(), "ok overall");
+}
+
+#[tokio::test]
+async fn a_person_who_corrects_a_click_after_some_seconds_is_not_a_burst() {
+    let f = fixture(TenantSettings::default()).await;
+    f.get(&f.link("negative")).await;
+    f.wait(30);
+    let (_, page) = f.get(&f.link("positive")).await;
+    assert!(
+        page.contains("Thank you! We recorded your answer."),
+        "{page}"
+    );
+    assert!(page.contains(r#"value="positive" checked"#), "{page}");
+    assert_eq!(f.settle_all().await, 1);
+    assert_eq!(
+        f.review().await.unwrap().rating,
+        Rating::Csat(CsatValue::Positive)
+    );
+}
+
+#[tokio::test]
+async fn a_settled_answer_changes_only_through_the_page() {
+    let f = fixture(TenantSettings::default()).await;
+    f.get(&f.link("negative")).await;
+    assert_eq!(f.settle_all().await, 1);
+    f.wait(86_400);
+    // A forwarded email scanned days later, or a second look by the customer.
+    let (_, page) = f.get(&f.link("positive")).await;
+    assert!(page.contains("Change your answer?"), "{page}");
+    assert!(page.contains(r#"value="positive" checked"#), "{page}");
+    assert_eq!(
+        f.review().await.unwrap().rating,
+        Rating::Csat(CsatValue::Negative)
+    );
+    f.post(&f.link("positive"), "rating=positive&comment=")
+        .await;
+    assert_eq!(
+        f.review().await.unwrap().rating,
+        Rating::Csat(CsatValue::Positive)
+    );
 }

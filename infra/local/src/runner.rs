@@ -95,7 +95,7 @@ pub struct Running {
     pub store: SqliteStore,
     pub functions: Arc<Functions>,
     bus: Arc<LocalBus>,
-    stream_filters: Arc<[EventPattern]>,
+    stream: Arc<StreamFeed>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -166,18 +166,20 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         }
     });
     // The template's FilterCriteria on the table's stream, as Lambda applies them.
-    let stream_filters: Arc<[EventPattern]> = routes
-        .function(EVENT_RELAY)
-        .and_then(|f| f.streams.first())
-        .map(|s| s.filters.clone())
-        .unwrap_or_default()
-        .into();
+    let stream = Arc::new(StreamFeed {
+        filters: routes
+            .function(EVENT_RELAY)
+            .and_then(|f| f.streams.first())
+            .map(|s| s.filters.clone())
+            .unwrap_or_default(),
+        one_reader: tokio::sync::Mutex::new(()),
+    });
     if config.relay_outbox {
         tasks.spawn(relay_loop(
             store.clone(),
             functions.clone(),
             bus.clone(),
-            stream_filters.clone(),
+            stream.clone(),
             stopped.clone(),
         ));
     }
@@ -219,7 +221,7 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         store,
         functions,
         bus,
-        stream_filters,
+        stream,
         stop,
         tasks,
     })
@@ -266,12 +268,12 @@ async fn relay_loop(
     store: SqliteStore,
     functions: Arc<Functions>,
     bus: Arc<LocalBus>,
-    filters: Arc<[EventPattern]>,
+    stream: Arc<StreamFeed>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut newest = store.stream_watch();
     loop {
-        match relay_once(&store, &functions, bus.as_ref(), &filters).await {
+        match relay_once(&store, &functions, bus.as_ref(), &stream).await {
             Ok(0) => {
                 if *stopped.borrow() {
                     return; // Drained and asked to stop.
@@ -291,13 +293,22 @@ async fn relay_loop(
     }
 }
 
+/// The table's stream as the relay reads it: the template's filters, and one reader at a time
+/// (like a shard), so `drain` waits for a batch the background loop is delivering.
+pub(crate) struct StreamFeed {
+    filters: Vec<EventPattern>,
+    one_reader: tokio::sync::Mutex<()>,
+}
+
 /// Relays one batch; returns how many records it consumed.
 pub(crate) async fn relay_once(
     store: &SqliteStore,
     functions: &Functions,
     bus: &LocalBus,
-    filters: &[EventPattern],
+    stream: &StreamFeed,
 ) -> Result<usize, closedloop_core::store::StoreError> {
+    let _reading = stream.one_reader.lock().await;
+    let filters = &stream.filters;
     let after = store.stream_checkpoint_get(RELAY_CONSUMER).await?;
     let records = store.stream_read(after, RELAY_BATCH).await?;
     let Some(last) = records.last().map(|r| r.seq) else {
@@ -380,15 +391,7 @@ impl Running {
 
     /// Relays until the outbox is empty: every event so far has been handled.
     pub async fn drain(&self) -> Result<(), closedloop_core::store::StoreError> {
-        while relay_once(
-            &self.store,
-            &self.functions,
-            &self.bus,
-            &self.stream_filters,
-        )
-        .await?
-            > 0
-        {}
+        while relay_once(&self.store, &self.functions, &self.bus, &self.stream).await? > 0 {}
         Ok(())
     }
 

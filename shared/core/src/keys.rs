@@ -11,6 +11,13 @@ pub fn sortable_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Reads back a [`sortable_time`].
+pub fn parse_sortable_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 pub fn tenant_prefix(tenant: &TenantId) -> String {
     format!("T#{}", tenant.as_str())
 }

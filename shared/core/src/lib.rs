@@ -16,6 +16,7 @@ pub mod ports;
 pub mod ratings;
 pub mod records;
 pub mod relay;
+pub mod scanners;
 pub mod signature;
 pub mod store;
 pub mod surveys;

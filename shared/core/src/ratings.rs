@@ -10,6 +10,7 @@ use crate::event::{EventEnvelope, EventType};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::records::{read_record, record_item};
+use crate::scanners::BURST_SECONDS;
 use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
 use crate::surveys;
 use crate::tenancy::{self, TenancyError};
@@ -33,43 +34,68 @@ pub enum RatingError {
     Store(#[from] StoreError),
 }
 
+/// How an answer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A one-click link in the email was opened: a person, or a scanner that got past the
+    /// user-agent check.
+    Link,
+    /// The rating page's form was posted: only people do that.
+    Form,
+}
+
+/// What became of an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Saved (or already saved, when `changed` is false); it counts.
+    Saved { changed: bool },
+    /// Looks machine-made (several choices within seconds): kept aside, it does not count until
+    /// a person confirms it on the page.
+    AwaitingConfirmation,
+    /// A link for a different choice was opened after the answer settled. Nothing changed; the
+    /// page offers the new choice to confirm.
+    ConfirmChange,
+    /// Opened by a scanner's user agent: nothing was written.
+    NotRecorded,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     pub request: SurveyRequest,
     pub settings: TenantSettings,
+    /// The answer as stored, or as proposed when the outcome is not `Saved`.
     pub review: Review,
-    /// False when nothing new was submitted (a repeated click, an unchanged form).
-    pub changed: bool,
+    pub outcome: Outcome,
     /// True when a different rating was refused because the tenant forbids changing it.
     pub change_refused: bool,
 }
 
+impl Recorded {
+    pub fn changed(&self) -> bool {
+        self.outcome == Outcome::Saved { changed: true }
+    }
+}
+
 const RECEIVED_AT: &str = "received_at";
+/// `link`, `form`, or `held` (awaiting a person's confirmation).
+const CONFIRMATION: &str = "confirmation";
+const LINK_CLICKED_AT: &str = "link_clicked_at";
 
 /// Concurrent first clicks race on creating the review; the loser re-reads and tries again.
 const WRITE_ATTEMPTS: usize = 3;
 
-/// Verifies the token and records the rating it names.
-pub async fn record_click(
-    store: &dyn ItemStore,
-    keyring: &TokenKeyring,
-    now: DateTime<Utc>,
-    token: &str,
-) -> Result<Recorded, RatingError> {
-    submit(store, keyring, now, token, None, None).await
+struct Answering {
+    claims: crate::tokens::RatingClaims,
+    request: SurveyRequest,
+    settings: TenantSettings,
 }
 
-/// Verifies the token, then records the rating (the form's choice, else the token's) and the
-/// comment, if given. Each attempt is one conditional write of the review and its outbox event:
-/// created only if absent, replaced only if unchanged since it was read.
-pub async fn submit(
+async fn answering(
     store: &dyn ItemStore,
     keyring: &TokenKeyring,
     now: DateTime<Utc>,
     token: &str,
-    value: Option<&str>,
-    comment: Option<&str>,
-) -> Result<Recorded, RatingError> {
+) -> Result<Answering, RatingError> {
     let claims = keyring.verify(token, now)?;
     let request = surveys::get_request(store, &claims.tenant, claims.survey_request)
         .await?
@@ -77,55 +103,182 @@ pub async fn submit(
     if request.status == SurveyStatus::Cancelled {
         return Err(RatingError::Withdrawn);
     }
-    let value = value.unwrap_or(&claims.value);
-    let rating = Rating::parse(request.kind, value)
-        .map_err(|_| RatingError::BadValue(value.chars().take(20).collect()))?;
+    let settings = tenancy::get_settings(store, &claims.tenant).await?;
+    Ok(Answering {
+        claims,
+        request,
+        settings,
+    })
+}
+
+fn parse_rating(request: &SurveyRequest, value: &str) -> Result<Rating, RatingError> {
+    Rating::parse(request.kind, value)
+        .map_err(|_| RatingError::BadValue(value.chars().take(20).collect()))
+}
+
+fn new_review(request: &SurveyRequest, rating: Rating, now: DateTime<Utc>) -> Review {
+    let ticket = &request.ticket;
+    Review {
+        tenant_id: request.tenant_id.clone(),
+        survey_request_id: request.id,
+        ticket_id: ticket.id.clone(),
+        rating,
+        comment: None,
+        agent_id: ticket.agent.as_ref().map(|a| a.id.clone()),
+        contact_id: ticket.contact.id.clone(),
+        account_id: ticket.contact.account.as_ref().map(|a| a.id.clone()),
+        recorded_at: now,
+        updated_at: now,
+    }
+}
+
+/// For a link opened by a scanner's user agent: verifies the token and reads what the page
+/// needs, writing nothing. A stored answer is shown as it is; otherwise the link's choice is
+/// offered for confirmation.
+pub async fn preview(
+    store: &dyn ItemStore,
+    keyring: &TokenKeyring,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<Recorded, RatingError> {
+    let Answering {
+        claims,
+        request,
+        settings,
+    } = answering(store, keyring, now, token).await?;
+    let rating = parse_rating(&request, &claims.value)?;
+    let stored = store.get(&keys::review(&claims.tenant, request.id)).await?;
+    let counted = stored
+        .as_ref()
+        .filter(|item| item.str_attr(CONFIRMATION) != Some("held"));
+    let (review, outcome) = match counted {
+        Some(item) => (read_record(item)?, Outcome::Saved { changed: false }),
+        None => (new_review(&request, rating, now), Outcome::NotRecorded),
+    };
+    Ok(Recorded {
+        request,
+        settings,
+        review,
+        outcome,
+        change_refused: false,
+    })
+}
+
+/// Verifies the token and records the rating it names (a link click).
+pub async fn record_click(
+    store: &dyn ItemStore,
+    keyring: &TokenKeyring,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<Recorded, RatingError> {
+    submit(store, keyring, now, token, Via::Link, None, None).await
+}
+
+/// Verifies the token, then records the rating (the form's choice, else the token's) and the
+/// comment, if given. Each attempt is one conditional write of the review and its outbox event:
+/// created only if absent, replaced only if unchanged since it was read.
+///
+/// Scanner defence (`docs/rating-links.md`): a link for a different choice opened within
+/// [`BURST_SECONDS`] of the previous link holds the answer for a person's confirmation, and a
+/// settled answer changes only through the form.
+pub async fn submit(
+    store: &dyn ItemStore,
+    keyring: &TokenKeyring,
+    now: DateTime<Utc>,
+    token: &str,
+    via: Via,
+    value: Option<&str>,
+    comment: Option<&str>,
+) -> Result<Recorded, RatingError> {
+    let Answering {
+        claims,
+        request,
+        settings,
+    } = answering(store, keyring, now, token).await?;
+    let rating = parse_rating(&request, value.unwrap_or(&claims.value))?;
     let comment = comment
         .map(Comment::parse)
         .transpose()
         .map_err(RatingError::BadComment)?;
-    let settings = tenancy::get_settings(store, &claims.tenant).await?;
     let key = keys::review(&claims.tenant, request.id);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let previous_item = store.get(&key).await?;
         let previous: Option<Review> = previous_item.as_ref().map(read_record).transpose()?;
+        let attr = |name: &str| previous_item.as_ref().and_then(|i| i.str_attr(name));
         // Set once review.received went out; from then on the review has settled.
         let received_at = previous_item
             .as_ref()
             .and_then(|i| i.get(RECEIVED_AT).cloned());
-        let change_refused =
-            settings.forbid_rating_change && previous.as_ref().is_some_and(|p| p.rating != rating);
-        let ticket = &request.ticket;
-        let review = Review {
-            tenant_id: claims.tenant.clone(),
-            survey_request_id: request.id,
-            ticket_id: ticket.id.clone(),
-            rating: match &previous {
-                Some(p) if change_refused => p.rating,
-                _ => rating,
-            },
-            comment: match comment.clone() {
-                Some(new) => new,
-                None => previous.as_ref().and_then(|p| p.comment.clone()),
-            },
-            agent_id: ticket.agent.as_ref().map(|a| a.id.clone()),
-            contact_id: ticket.contact.id.clone(),
-            account_id: ticket.contact.account.as_ref().map(|a| a.id.clone()),
-            recorded_at: previous.as_ref().map(|p| p.recorded_at).unwrap_or(now),
-            updated_at: now,
-        };
-        let unchanged = previous
-            .as_ref()
-            .is_some_and(|p| p.rating == review.rating && p.comment == review.comment);
-        if unchanged {
-            let review = previous.expect("unchanged implies a previous review");
+        let was_held = attr(CONFIRMATION) == Some("held");
+        let differs = previous.as_ref().is_some_and(|p| p.rating != rating);
+        let last_link_click = attr(LINK_CLICKED_AT).and_then(keys::parse_sortable_time);
+        let burst = via == Via::Link
+            && previous.is_some()
+            && (differs || was_held)
+            && last_link_click
+                .is_some_and(|at| now - at < chrono::Duration::seconds(BURST_SECONDS));
+        // Held answers never counted, so confirming one is not a change.
+        let change_refused = settings.forbid_rating_change && differs && !was_held && !burst;
+
+        if via == Via::Link && received_at.is_some() && differs {
+            // A settled answer is not changed by opening a link: a person confirms on the page.
+            let previous = previous.expect("a settled review exists");
+            let (review, outcome) = if change_refused {
+                (previous, Outcome::Saved { changed: false })
+            } else {
+                (Review { rating, ..previous }, Outcome::ConfirmChange)
+            };
             return Ok(Recorded {
                 request,
                 settings,
                 review,
-                changed: false,
+                outcome,
+                change_refused,
+            });
+        }
+
+        let mut review = match &previous {
+            Some(p) => Review {
+                rating: if change_refused { p.rating } else { rating },
+                // A posted form replaces the comment (empty clears it); a click keeps it.
+                comment: match comment.clone() {
+                    Some(new) => new,
+                    None => p.comment.clone(),
+                },
+                updated_at: now,
+                ..p.clone()
+            },
+            None => Review {
+                comment: comment.clone().flatten(),
+                ..new_review(&request, rating, now)
+            },
+        };
+        let confirmation = match (burst, via) {
+            (true, _) => "held",
+            (false, Via::Form) => "form",
+            (false, Via::Link) => "link",
+        };
+        let outcome = if burst {
+            Outcome::AwaitingConfirmation
+        } else {
+            Outcome::Saved { changed: true }
+        };
+        let unchanged = previous.as_ref().is_some_and(|p| {
+            p.rating == review.rating && p.comment == review.comment && was_held == burst
+        });
+        if unchanged {
+            review = previous.expect("unchanged implies a previous review");
+            return Ok(Recorded {
+                request,
+                settings,
+                review,
+                outcome: if burst {
+                    Outcome::AwaitingConfirmation
+                } else {
+                    Outcome::Saved { changed: false }
+                },
                 change_refused,
             });
         }
@@ -133,63 +286,81 @@ pub async fn submit(
             None => Condition::item_absent(),
             Some(p) => Condition::eq("updated_at", Value::S(keys::sortable_time(p.updated_at))),
         };
-        let event = EventEnvelope::new_root(
-            claims.tenant.clone(),
-            EventType::ReviewRecorded,
-            now,
-            serde_json::json!({ "review": review, "previous_rating": previous.as_ref().map(|p| p.rating) }),
-        );
         let mut item = record_item(&key, "review", &review);
         item.insert(
             "updated_at".into(),
             Value::S(keys::sortable_time(review.updated_at)),
         );
-        let mut writes = vec![outbox_put(&event, now)];
-        match received_at {
-            Some(at) => {
-                item.insert(RECEIVED_AT.into(), at);
-                // After the window only a new comment is news.
-                if review.comment.is_some()
-                    && previous
-                        .as_ref()
-                        .is_some_and(|p| p.comment != review.comment)
-                {
-                    let added = event.caused(
-                        EventType::ReviewCommentAdded,
-                        now,
-                        None,
-                        serde_json::json!({ "review": review }),
-                    );
-                    writes.push(outbox_put(&added, now));
+        item.insert(CONFIRMATION.into(), Value::s(confirmation));
+        let link_clicked_at = match via {
+            Via::Link => Some(keys::sortable_time(now)),
+            Via::Form => attr(LINK_CLICKED_AT).map(str::to_string),
+        };
+        if let Some(at) = link_clicked_at {
+            item.insert(LINK_CLICKED_AT.into(), Value::S(at));
+        }
+        let mut writes = Vec::with_capacity(3);
+        if burst {
+            // Held answers leave the settling index and publish nothing until confirmed.
+        } else {
+            let event = EventEnvelope::new_root(
+                claims.tenant.clone(),
+                EventType::ReviewRecorded,
+                now,
+                serde_json::json!({ "review": review, "previous_rating": previous.as_ref().filter(|_| !was_held).map(|p| p.rating) }),
+            );
+            writes.push(outbox_put(&event, now));
+            match received_at {
+                Some(at) => {
+                    item.insert(RECEIVED_AT.into(), at);
+                    // After the window only a new comment is news.
+                    if review.comment.is_some()
+                        && previous
+                            .as_ref()
+                            .is_some_and(|p| p.comment != review.comment)
+                    {
+                        let added = event.caused(
+                            EventType::ReviewCommentAdded,
+                            now,
+                            None,
+                            serde_json::json!({ "review": review }),
+                        );
+                        writes.push(outbox_put(&added, now));
+                    }
                 }
-            }
-            None if settings.change_window_minutes == 0 => {
-                item.insert(RECEIVED_AT.into(), Value::S(keys::sortable_time(now)));
-                let received = event.caused(
-                    EventType::ReviewReceived,
-                    now,
-                    None,
-                    serde_json::json!({ "review": review }),
-                );
-                writes.push(outbox_put(&received, now));
-            }
-            None => {
-                // Every change restarts the window; the survey scheduler emits review.received
-                // once it has passed (`settle_reviews`).
-                let settles_at =
-                    now + chrono::Duration::minutes(settings.change_window_minutes.into());
-                item.insert(
-                    Index::Gsi1.pk_attribute().into(),
-                    Value::S(keys::reviews_settling_index(&claims.tenant)),
-                );
-                item.insert(
-                    Index::Gsi1.sk_attribute().into(),
-                    Value::S(format!(
-                        "{}#{}",
-                        keys::sortable_time(settles_at),
-                        request.id
-                    )),
-                );
+                None => {
+                    // Every change restarts the window. A link click also waits out the burst
+                    // guard, so a scanner's first click never settles before its second.
+                    let mut window =
+                        chrono::Duration::minutes(settings.change_window_minutes.into());
+                    if via == Via::Link {
+                        window = window.max(chrono::Duration::seconds(BURST_SECONDS));
+                    }
+                    if window.is_zero() {
+                        item.insert(RECEIVED_AT.into(), Value::S(keys::sortable_time(now)));
+                        let received = event.caused(
+                            EventType::ReviewReceived,
+                            now,
+                            None,
+                            serde_json::json!({ "review": review }),
+                        );
+                        writes.push(outbox_put(&received, now));
+                    } else {
+                        // `settle_reviews` emits review.received once the window has passed.
+                        item.insert(
+                            Index::Gsi1.pk_attribute().into(),
+                            Value::S(keys::reviews_settling_index(&claims.tenant)),
+                        );
+                        item.insert(
+                            Index::Gsi1.sk_attribute().into(),
+                            Value::S(format!(
+                                "{}#{}",
+                                keys::sortable_time(now + window),
+                                request.id
+                            )),
+                        );
+                    }
+                }
             }
         }
         writes.insert(0, WriteOp::put_if(item, guard));
@@ -199,7 +370,7 @@ pub async fn submit(
                     request,
                     settings,
                     review,
-                    changed: true,
+                    outcome,
                     change_refused,
                 });
             }
