@@ -16,6 +16,7 @@ use closedloop_core::ratings::{self, Outcome, RatingError, Recorded, Via};
 use closedloop_core::scanners;
 use closedloop_core::store::ItemStore;
 use closedloop_core::tokens::{TokenError, TokenKeyring};
+use closedloop_core::unsubscribe::{self, Unsubscribing};
 use serde::Deserialize;
 
 #[derive(Clone)]
@@ -28,6 +29,10 @@ pub struct RatingLinkState {
 pub fn router(state: RatingLinkState) -> Router {
     Router::new()
         .route("/r/{token}", get(click).head(scanned).post(submit))
+        .route(
+            "/u/{token}",
+            get(unsubscribe_page).head(scanned).post(unsubscribe),
+        )
         .layer(DefaultBodyLimit::max(32 * 1024))
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
@@ -94,6 +99,69 @@ async fn submit(
         }
         Err(e) => error_page(e),
     }
+}
+
+/// Opening the link only asks: scanners open links, and must not unsubscribe anyone.
+async fn unsubscribe_page(
+    State(state): State<RatingLinkState>,
+    Path(token): Path<String>,
+) -> Response {
+    match unsubscribe::preview(
+        state.store.as_ref(),
+        &state.keyring,
+        state.clock.now(),
+        &token,
+    )
+    .await
+    {
+        Ok(found) if found.already => unsubscribed_page(&found),
+        Ok(found) => {
+            let body = format!(
+                r#"<p>Do you want to stop receiving requests to rate {brand}'s support at <strong>{email}</strong>?</p>
+<form method="post" action="/u/{token}"><button type="submit">Unsubscribe</button></form>"#,
+                brand = escape(&found.settings.brand_name),
+                email = escape(found.request.ticket.contact.email.as_str()),
+                token = escape(&token),
+            );
+            page(
+                StatusCode::OK,
+                "Unsubscribe from rating requests?",
+                Some(&found.settings),
+                &body,
+            )
+        }
+        Err(e) => error_page(e),
+    }
+}
+
+/// The page's button and mail clients' one-click unsubscribe (RFC 8058) both POST here; the
+/// body (`List-Unsubscribe=One-Click` or empty) does not matter.
+async fn unsubscribe(State(state): State<RatingLinkState>, Path(token): Path<String>) -> Response {
+    match unsubscribe::unsubscribe(
+        state.store.as_ref(),
+        &state.keyring,
+        state.clock.now(),
+        &token,
+    )
+    .await
+    {
+        Ok(done) => unsubscribed_page(&done),
+        Err(e) => error_page(e),
+    }
+}
+
+fn unsubscribed_page(done: &Unsubscribing) -> Response {
+    let body = format!(
+        "<p>{} will not ask <strong>{}</strong> to rate its support again.</p>",
+        escape(&done.settings.brand_name),
+        escape(done.request.ticket.contact.email.as_str()),
+    );
+    page(
+        StatusCode::OK,
+        "You are unsubscribed",
+        Some(&done.settings),
+        &body,
+    )
 }
 
 fn error_page(error: RatingError) -> Response {

@@ -39,8 +39,23 @@ struct Fixture {
     store: Arc<dyn ItemStore>,
     clock: Arc<ManualClock>,
     survey: SurveyRequestId,
+    keyring: Arc<TokenKeyring>,
+    /// The rating request as sent.
+    email: OutgoingEmail,
     /// Link path (`/r/<token>`) per choice value.
     links: Vec<(String, String)>,
+}
+
+/// `ticket.closed` for a ticket of Bob's.
+fn closed(tenant: &TenantId, ticket: &str) -> EventEnvelope {
+    let data = serde_json::json!({ "ticket": { "id": ticket, "subject": "VPN <drops>", "status": "closed",
+        "contact": { "id": "c1", "name": "Bob", "email": "bob@example.com" }, "updated_at": SystemClock.now() } });
+    EventEnvelope::new_root(
+        tenant.clone(),
+        EventType::TicketClosed,
+        SystemClock.now(),
+        data,
+    )
 }
 
 async fn fixture(settings: TenantSettings) -> Fixture {
@@ -61,9 +76,7 @@ async fn fixture(settings: TenantSettings) -> Fixture {
         keyring: &keyring,
         public_base_url: "https://fb.example",
     };
-    let ticket = serde_json::json!({ "ticket": { "id": "42", "subject": "VPN <drops>", "status": "closed",
-        "contact": { "id": "c1", "name": "Bob", "email": "bob@example.com" }, "updated_at": SystemClock.now() } });
-    let event = EventEnvelope::new_root(tenant, EventType::TicketClosed, SystemClock.now(), ticket);
+    let event = closed(&tenant, "42");
     let ScheduleOutcome::Scheduled {
         survey,
         sent_now: true,
@@ -74,12 +87,13 @@ async fn fixture(settings: TenantSettings) -> Fixture {
     else {
         panic!("the request is sent at once with no delay")
     };
-    let text = mail.0.lock().unwrap()[0].text.clone();
-    let links = text
+    let email = mail.0.lock().unwrap()[0].clone();
+    let links = email
+        .text
         .lines()
-        .filter_map(|l| l.split_once("https://fb.example"))
+        .filter_map(|l| l.split_once("https://fb.example/r/"))
         .map(|(_, path)| {
-            let token = path.trim_start_matches("/r/");
+            let token = path.trim();
             let payload = token.split('.').next().unwrap();
             use base64::Engine;
             let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -91,20 +105,22 @@ async fn fixture(settings: TenantSettings) -> Fixture {
                 .nth(4)
                 .unwrap()
                 .to_string();
-            (value, path.trim().to_string())
+            (value, format!("/r/{token}"))
         })
         .collect();
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let app = router(RatingLinkState {
         store: store.clone(),
         clock: clock.clone(),
-        keyring,
+        keyring: keyring.clone(),
     });
     Fixture {
         app,
         store,
         clock,
         survey,
+        keyring,
+        email,
         links,
     }
 }
@@ -144,6 +160,30 @@ impl Fixture {
                 .unwrap(),
         )
         .await
+    }
+    /// Closes another of Bob's tickets; returns what was mailed.
+    async fn close_another(&self, ticket: &str) -> Vec<OutgoingEmail> {
+        let mail = Sent::default();
+        let links = LinkSigner {
+            keyring: &self.keyring,
+            public_base_url: "https://fb.example",
+        };
+        let event = closed(&TenantId::parse("acme").unwrap(), ticket);
+        surveys::on_ticket_event(self.store.as_ref(), &mail, &SystemClock, &links, &event)
+            .await
+            .unwrap();
+        mail.0.into_inner().unwrap()
+    }
+    fn unsubscribe_link(&self) -> String {
+        let (_, url) = self
+            .email
+            .headers
+            .iter()
+            .find(|(name, _)| name == "List-Unsubscribe")
+            .expect("a List-Unsubscribe header");
+        let url = url.trim_matches(['<', '>']);
+        assert!(self.email.text.contains(url), "the text names the link too");
+        url.strip_prefix("https://fb.example").unwrap().to_string()
     }
     fn wait(&self, seconds: i64) {
         self.clock.advance(chrono::Duration::seconds(seconds));
@@ -352,5 +392,45 @@ async fn a_settled_answer_changes_only_through_the_page() {
     assert_eq!(
         f.review().await.unwrap().rating,
         Rating::Csat(CsatValue::Positive)
+    );
+}
+
+#[tokio::test]
+async fn unsubscribing_takes_a_post_and_stops_further_requests() {
+    let f = fixture(TenantSettings::default()).await;
+    assert!(
+        f.email.headers.contains(&(
+            "List-Unsubscribe-Post".into(),
+            "List-Unsubscribe=One-Click".into()
+        )),
+        "{:?}",
+        f.email.headers
+    );
+    let link = f.unsubscribe_link();
+    // Opening the link (a person, or a scanner) only asks.
+    for agent in [PHONE, SCANNER_AGENTS[0]] {
+        let (status, page) = f.get_as(&link, agent).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("Unsubscribe from rating requests?"), "{page}");
+        assert!(page.contains("bob@example.com"), "{page}");
+    }
+    assert_eq!(f.close_another("43").await.len(), 1, "still subscribed");
+    // The unsubscribe token is not a rating.
+    let as_rating = link.replacen("/u/", "/r/", 1);
+    assert_eq!(f.get(&as_rating).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(f.review().await, None);
+
+    // A mail client's one-click POST (RFC 8058).
+    let (status, page) = f.post(&link, "List-Unsubscribe=One-Click").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("You are unsubscribed"), "{page}");
+    assert!(f.close_another("44").await.is_empty(), "no more requests");
+    let (status, page) = f.post(&link, "").await;
+    assert_eq!(status, StatusCode::OK, "unsubscribing twice is fine");
+    assert!(page.contains("You are unsubscribed"), "{page}");
+    // Tampering is refused.
+    assert_eq!(
+        f.post(&format!("{link}x"), "").await.0,
+        StatusCode::BAD_REQUEST
     );
 }

@@ -29,6 +29,14 @@ pub enum EventType {
     TicketCustomerMessage,
     #[serde(rename = "survey.sent")]
     SurveySent,
+    /// A due rating request was not sent (the contact unsubscribed).
+    #[serde(rename = "survey.skipped")]
+    SurveySkipped,
+    /// An agent asked for a new rating; the previous request's links stop working.
+    #[serde(rename = "survey.re_requested")]
+    SurveyReRequested,
+    #[serde(rename = "contact.unsubscribed")]
+    ContactUnsubscribed,
     #[serde(rename = "review.recorded")]
     ReviewRecorded,
     #[serde(rename = "review.received")]
@@ -52,7 +60,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 20] = [
         EventType::TicketCreated,
         EventType::TicketClosed,
         EventType::TicketReopened,
@@ -60,6 +68,9 @@ impl EventType {
         EventType::TicketTagAdded,
         EventType::TicketCustomerMessage,
         EventType::SurveySent,
+        EventType::SurveySkipped,
+        EventType::SurveyReRequested,
+        EventType::ContactUnsubscribed,
         EventType::ReviewRecorded,
         EventType::ReviewReceived,
         EventType::ReviewCommentAdded,
@@ -81,6 +92,9 @@ impl EventType {
             EventType::TicketTagAdded => "ticket.tag_added",
             EventType::TicketCustomerMessage => "ticket.customer_message",
             EventType::SurveySent => "survey.sent",
+            EventType::SurveySkipped => "survey.skipped",
+            EventType::SurveyReRequested => "survey.re_requested",
+            EventType::ContactUnsubscribed => "contact.unsubscribed",
             EventType::ReviewRecorded => "review.recorded",
             EventType::ReviewReceived => "review.received",
             EventType::ReviewCommentAdded => "review.comment_added",

@@ -63,6 +63,18 @@ pub fn survey_request(tenant: &TenantId, id: SurveyRequestId) -> Key {
     Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REQUEST")
 }
 
+/// A contact who asked for no more rating requests from this tenant, by lower-cased address.
+pub fn unsubscribed(tenant: &TenantId, email: &str) -> Key {
+    Key::new(
+        format!(
+            "{}#EMAIL#{}",
+            tenant_prefix(tenant),
+            email.to_ascii_lowercase()
+        ),
+        "UNSUBSCRIBED",
+    )
+}
+
 /// GSI1 partition of scheduled rating requests, sorted by due time.
 pub fn surveys_due_index(tenant: &TenantId) -> String {
     format!("{}#SURVEYS_DUE", tenant_prefix(tenant))

@@ -24,3 +24,4 @@ pub mod sweeps;
 pub mod templates;
 pub mod tenancy;
 pub mod tokens;
+pub mod unsubscribe;

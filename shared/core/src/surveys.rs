@@ -19,10 +19,13 @@ use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Val
 use crate::templates::{self, TemplateError};
 use crate::tenancy::{self, TenancyError};
 use crate::tokens::{RatingClaims, TokenKeyring};
+use crate::unsubscribe;
 
 /// How long rating links stay valid.
 pub const LINK_VALIDITY_DAYS: i64 = 30;
 const STATUS: &str = "status";
+/// Why a request was cancelled: `ticket_reopened`, `unsubscribed` or `superseded`.
+const CANCEL_REASON: &str = "cancel_reason";
 
 /// What survey links need: the signing keys and the public URL the links point at.
 pub struct LinkSigner<'a> {
@@ -45,6 +48,21 @@ impl LinkSigner<'_> {
             expires_at: now + Duration::days(LINK_VALIDITY_DAYS),
         });
         format!("{}/r/{token}", self.public_base_url.trim_end_matches('/'))
+    }
+
+    pub fn unsubscribe_url(
+        &self,
+        tenant: &TenantId,
+        survey: SurveyRequestId,
+        now: DateTime<Utc>,
+    ) -> String {
+        let token = self.keyring.sign(&RatingClaims {
+            tenant: tenant.clone(),
+            survey_request: survey,
+            value: unsubscribe::UNSUBSCRIBE_VALUE.to_string(),
+            expires_at: now + Duration::days(unsubscribe::UNSUBSCRIBE_VALIDITY_DAYS),
+        });
+        format!("{}/u/{token}", self.public_base_url.trim_end_matches('/'))
     }
 }
 
@@ -177,6 +195,7 @@ pub async fn on_ticket_event(
                     &keys::survey_request(tenant, id),
                     Update::new()
                         .set(STATUS, Value::s("cancelled"))
+                        .set(CANCEL_REASON, Value::s("ticket_reopened"))
                         .remove(Index::Gsi1.pk_attribute())
                         .remove(Index::Gsi1.sk_attribute()),
                     Some(Condition::eq(STATUS, Value::s("scheduled"))),
@@ -305,12 +324,18 @@ async fn deliver(
         return Ok(false);
     }
     let ticket = &request.ticket;
+    if unsubscribe::is_unsubscribed(store, tenant, &ticket.contact.email).await? {
+        skip(store, request, "unsubscribed", now).await?;
+        return Ok(false);
+    }
+    let unsubscribe_url = links.unsubscribe_url(tenant, request.id, now);
     let context = serde_json::json!({
         "brand": { "name": settings.brand_name, "color": settings.brand_color },
         "ticket": { "id": ticket.id, "subject": ticket.subject, "url": ticket.url },
         "contact": { "name": ticket.contact.name },
         "agent_name": ticket.agent.as_ref().map(|a| a.name.as_str()).unwrap_or("Our team"),
         "choices": choices(request, links, now),
+        "unsubscribe_url": unsubscribe_url,
     });
     let rendered = templates::render_email(
         templates::RATING_REQUEST_SUBJECT,
@@ -325,7 +350,14 @@ async fn deliver(
             subject: rendered.subject,
             text: rendered.text,
             html: Some(rendered.html),
-            headers: vec![],
+            // RFC 8058 one-click: mail clients POST to the URL; nothing happens on a GET.
+            headers: vec![
+                ("List-Unsubscribe".into(), format!("<{unsubscribe_url}>")),
+                (
+                    "List-Unsubscribe-Post".into(),
+                    "List-Unsubscribe=One-Click".into(),
+                ),
+            ],
         })
         .await?;
     let sent_event = EventEnvelope::new_root(
@@ -349,6 +381,41 @@ async fn deliver(
         ])
         .await?;
     Ok(true)
+}
+
+/// Withdraws a due request without sending it, and says why in `survey.skipped`.
+async fn skip(
+    store: &dyn ItemStore,
+    request: &SurveyRequest,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let tenant = &request.tenant_id;
+    let event = EventEnvelope::new_root(
+        tenant.clone(),
+        EventType::SurveySkipped,
+        now,
+        serde_json::json!({ "survey_request_id": request.id, "ticket_id": request.ticket.id,
+            "reason": reason }),
+    );
+    let written = store
+        .transact_write(vec![
+            WriteOp::Update {
+                key: keys::survey_request(tenant, request.id),
+                update: Update::new()
+                    .set(STATUS, Value::s("cancelled"))
+                    .set(CANCEL_REASON, Value::s(reason))
+                    .remove(Index::Gsi1.pk_attribute())
+                    .remove(Index::Gsi1.sk_attribute()),
+                condition: Some(Condition::eq(STATUS, Value::s("scheduled"))),
+            },
+            outbox_put(&event, now),
+        ])
+        .await;
+    match written {
+        Ok(()) | Err(StoreError::TransactionCanceled { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads a survey request.

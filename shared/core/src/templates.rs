@@ -15,6 +15,8 @@ How did we do? One click is enough:
 {% endfor %}
 Thank you,
 {{ brand.name }}
+
+Don't want these emails? Unsubscribe: {{ unsubscribe_url }}
 "#;
 
 pub const RATING_REQUEST_HTML: &str = r#"<!doctype html>
@@ -32,7 +34,7 @@ pub const RATING_REQUEST_HTML: &str = r#"<!doctype html>
 {% endfor %}</tr></table>
 <p style="margin:20px 0 0;font-size:13px;color:#6b7280">One click records your answer. You can add a comment on the next page.</p>
 </td></tr>
-<tr><td style="padding:16px 24px;font-size:12px;color:#9ca3af">You received this because you contacted {{ brand.name }}.</td></tr>
+<tr><td style="padding:16px 24px;font-size:12px;color:#6b7280">You received this because you contacted {{ brand.name }}. <a href="{{ unsubscribe_url }}" style="color:#6b7280">Unsubscribe</a> from rating requests.</td></tr>
 </table></td></tr></table></body></html>
 "#;
 
