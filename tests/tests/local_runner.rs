@@ -427,3 +427,77 @@ async fn a_scanner_opening_every_link_records_nothing() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_agent_re_requests_a_rating_and_the_old_links_stop_working() {
+    let dir = temp_dir();
+    let running = start_demo(&dir).await;
+    let base = running.info.base_url.clone();
+    let auth = format!("Bearer {}", running.info.tenant.api_key);
+    let admin = reqwest::Client::new();
+    let http = customer();
+    let first = close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
+    let old_negative = first.iter().find(|l| link_value(l) == "negative").unwrap();
+    http.get(old_negative).send().await.unwrap();
+    let review: serde_json::Value = admin
+        .get(format!("{base}/admin/v1/tickets/1001/review"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(review["rating"]["value"], "negative", "{review}");
+    assert_eq!(review["status"], "counted", "{review}");
+    // Staff can read the rating, but nothing lets them change it.
+    let put = admin
+        .put(format!("{base}/admin/v1/tickets/1001/review"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({ "rating": "positive" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+
+    // The agent fixed the printer for real, and asks again.
+    let asked = admin
+        .post(format!("{base}/admin/v1/tickets/1001/rating-requests"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({ "requested_by": "a-alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    running.drain().await.unwrap();
+    let requests: Vec<_> = outbox(&dir)
+        .into_iter()
+        .filter(|m| m.contains("To: bob@northwind.example"))
+        .collect();
+    assert_eq!(requests.len(), 2, "a second rating request went out");
+    let second = links(requests[1].split("text/html").next().unwrap());
+    assert!(second.iter().all(|l| !first.contains(l)));
+    let old = http.get(old_negative).send().await.unwrap();
+    assert_eq!(old.status(), 404, "the old links are superseded");
+    let new_positive = second.iter().find(|l| link_value(l) == "positive").unwrap();
+    assert_eq!(http.get(new_positive).send().await.unwrap().status(), 200);
+    let review: serde_json::Value = admin
+        .get(format!("{base}/admin/v1/tickets/1001/review"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(review["rating"]["value"], "positive", "{review}");
+
+    let unknown = admin
+        .post(format!("{base}/admin/v1/tickets/9999/rating-requests"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    running.shutdown().await;
+}

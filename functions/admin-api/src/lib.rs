@@ -9,19 +9,24 @@ use axum::http::request::Parts;
 use axum::routing::get;
 use closedloop_core::domain::TenantSettings;
 use closedloop_core::ids::TenantId;
-use closedloop_core::store::ItemStore;
+use closedloop_core::ports::Clock;
+use closedloop_core::store::{ItemStore, StoreError};
 use closedloop_core::tenancy::{self, AuthError, TenancyError};
 use closedloop_http::{ApiError, Json};
 
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn ItemStore>,
+    pub clock: Arc<dyn Clock>,
 }
+
+mod tickets;
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v1/health", get(health))
         .route("/admin/v1/settings", get(get_settings).put(put_settings))
+        .merge(tickets::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }
@@ -50,6 +55,14 @@ impl FromRequestParts<AdminState> for Authenticated {
             Err(AuthError::Unavailable) => Err(ApiError::unavailable("api key lookup failed")),
             Err(e) => Err(ApiError::unauthorized(e.to_string())),
         }
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    if e.is_transient() {
+        ApiError::unavailable(e)
+    } else {
+        ApiError::internal(e)
     }
 }
 

@@ -5,5 +5,9 @@ use closedloop_aws::runtime::{AwsAdapters, init_tracing};
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let aws = AwsAdapters::from_env().await?;
-    closedloop_http::run_on_lambda(router(AdminState { store: aws.store })).await
+    closedloop_http::run_on_lambda(router(AdminState {
+        store: aws.store,
+        clock: aws.clock,
+    }))
+    .await
 }

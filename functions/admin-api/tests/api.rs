@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use closedloop_core::domain::TenantSettings;
 use closedloop_core::ids::TenantId;
+use closedloop_core::ports::SystemClock;
 use closedloop_core::store::ItemStore;
 use closedloop_core::tenancy;
 use closedloop_embedded::SqliteStore;
@@ -37,6 +38,7 @@ async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
     (
         router(AdminState {
             store: store.clone(),
+            clock: Arc::new(SystemClock),
         }),
         store,
         a.api_key,

@@ -43,6 +43,7 @@ impl Functions {
             }),
             ADMIN_API => admin_api::router(admin_api::AdminState {
                 store: self.store.clone(),
+                clock: self.clock.clone(),
             }),
             _ => return None,
         })

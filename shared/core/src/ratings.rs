@@ -430,3 +430,42 @@ pub async fn settle_reviews(
     }
     Ok(settled)
 }
+
+/// A review as staff see it: read-only, with whether it counts yet.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredReview {
+    #[serde(flatten)]
+    pub review: Review,
+    /// `counted`, or `awaiting_confirmation` when it looked machine-made.
+    pub status: &'static str,
+    /// True once `review.received` went out (the change window has passed).
+    pub settled: bool,
+}
+
+/// The review of the ticket's current rating request, if it was answered.
+pub async fn review_for_ticket(
+    store: &dyn ItemStore,
+    tenant: &crate::ids::TenantId,
+    ticket: &crate::ids::TicketId,
+) -> Result<Option<StoredReview>, StoreError> {
+    let Some(request) = store
+        .get(&keys::ticket_survey(tenant, ticket))
+        .await?
+        .and_then(|m| m.str_attr("survey_request_id").map(str::to_string))
+        .and_then(|id| crate::ids::SurveyRequestId::parse(&id).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(item) = store.get(&keys::review(tenant, request)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(StoredReview {
+        review: read_record(&item)?,
+        status: if item.str_attr(CONFIRMATION) == Some("held") {
+            "awaiting_confirmation"
+        } else {
+            "counted"
+        },
+        settled: item.contains_key(RECEIVED_AT),
+    }))
+}

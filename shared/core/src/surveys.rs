@@ -82,6 +82,12 @@ pub enum SurveyError {
     Idempotency(#[from] idempotency::IdempotencyError),
     #[error("rating request {0} is being sent by another invocation")]
     SendInProgress(SurveyRequestId),
+    #[error("no ticket '{0}' has reached closedloop from the helpdesk")]
+    UnknownTicket(String),
+    #[error("the contact of ticket '{0}' unsubscribed from rating requests")]
+    ContactUnsubscribed(String),
+    #[error("another rating request for ticket '{0}' was made at the same moment; try again")]
+    Conflict(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +186,28 @@ pub async fn on_ticket_event(
                 sent_now,
             })
         }
+        EventType::SurveyReRequested => {
+            let Some(id) = event.data["survey_request_id"]
+                .as_str()
+                .and_then(|s| SurveyRequestId::parse(s).ok())
+            else {
+                return Err(SurveyError::BadEvent(
+                    event.event_id,
+                    "no survey_request_id".into(),
+                ));
+            };
+            let Some(request) = get_request(store, tenant, id).await? else {
+                return Ok(ScheduleOutcome::NothingToDo);
+            };
+            let settings = tenancy::get_settings(store, tenant).await?;
+            let sent_now =
+                send_request(store, mailer, clock, links, &settings, request.clone()).await?;
+            Ok(ScheduleOutcome::Scheduled {
+                survey: id,
+                due_at: request.due_at,
+                sent_now,
+            })
+        }
         EventType::TicketReopened => {
             let Some(marker) = store.get(&keys::ticket_survey(tenant, &ticket.id)).await? else {
                 return Ok(ScheduleOutcome::NothingToDo);
@@ -208,6 +236,95 @@ pub async fn on_ticket_event(
             }
         }
         _ => Ok(ScheduleOutcome::NothingToDo),
+    }
+}
+
+/// What a re-request did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReRequested {
+    pub survey_request_id: SurveyRequestId,
+    /// The request whose links stopped working, if the ticket had one.
+    pub supersedes: Option<SurveyRequestId>,
+}
+
+/// An agent asks again, e.g. after re-working the ticket: a new request for the ticket as it is
+/// now, due at once (`survey-scheduler` sends it on `survey.re_requested`). The previous
+/// request is cancelled in the same transaction, so its links show "this survey is closed".
+pub async fn re_request(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    ticket_id: &crate::ids::TicketId,
+    requested_by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<ReRequested, SurveyError> {
+    let unknown = || SurveyError::UnknownTicket(ticket_id.as_str().to_string());
+    let ticket: TicketSnapshot = store
+        .get(&keys::ticket(tenant, ticket_id))
+        .await?
+        .map(|item| read_record(&item))
+        .transpose()?
+        .ok_or_else(unknown)?;
+    if unsubscribe::is_unsubscribed(store, tenant, &ticket.contact.email).await? {
+        return Err(SurveyError::ContactUnsubscribed(
+            ticket_id.as_str().to_string(),
+        ));
+    }
+    let settings = tenancy::get_settings(store, tenant).await?;
+    let marker_key = keys::ticket_survey(tenant, ticket_id);
+    let previous = store
+        .get(&marker_key)
+        .await?
+        .and_then(|m| m.str_attr("survey_request_id").map(str::to_string));
+    let request = SurveyRequest {
+        id: SurveyRequestId::new(),
+        tenant_id: tenant.clone(),
+        kind: settings.survey_kind,
+        ticket,
+        due_at: now,
+        status: SurveyStatus::Scheduled,
+        created_at: now,
+    };
+    let supersedes = previous
+        .as_deref()
+        .and_then(|id| SurveyRequestId::parse(id).ok());
+    let mut marker = marker_key.to_item();
+    marker.insert("survey_request_id".into(), Value::S(request.id.to_string()));
+    let marker_guard = match &previous {
+        Some(id) => Condition::eq("survey_request_id", Value::s(id)),
+        None => Condition::item_absent(),
+    };
+    let event = EventEnvelope::new_root(
+        tenant.clone(),
+        EventType::SurveyReRequested,
+        now,
+        serde_json::json!({ "ticket": request.ticket, "survey_request_id": request.id,
+            "supersedes": supersedes, "requested_by": requested_by }),
+    );
+    let mut writes = vec![
+        WriteOp::put_if(marker, marker_guard),
+        WriteOp::put_if(request_item(&request), Condition::item_absent()),
+        outbox_put(&event, now),
+    ];
+    if let Some(old) = supersedes {
+        writes.push(WriteOp::Update {
+            key: keys::survey_request(tenant, old),
+            update: Update::new()
+                .set(STATUS, Value::s("cancelled"))
+                .set(CANCEL_REASON, Value::s("superseded"))
+                .remove(Index::Gsi1.pk_attribute())
+                .remove(Index::Gsi1.sk_attribute()),
+            condition: Some(Condition::item_present()),
+        });
+    }
+    match store.transact_write(writes).await {
+        Ok(()) => Ok(ReRequested {
+            survey_request_id: request.id,
+            supersedes,
+        }),
+        Err(StoreError::TransactionCanceled { .. }) => {
+            Err(SurveyError::Conflict(ticket_id.as_str().to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
