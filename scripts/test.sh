@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: tooling venv, emulators (moto + ministack), template lint, a deploy
-# of the stack into ministack, then every cargo test with the emulator-backed suites switched on.
+# Runs the whole test suite: the browser test's npm packages, tooling venv, emulators (moto +
+# ministack), template lint, a deploy of the stack into ministack, then every cargo test with the
+# emulator-backed suites switched on (the headless-Chromium test of the rating page among them).
 # The emulators are stopped on exit, whatever happens.
 #
 #   scripts/test.sh                 # everything
@@ -46,6 +47,20 @@ report() {
   exit "$rc"
 }
 trap report EXIT
+
+# playwright-core for the browser test (tests/browser; the browser is Debian's chromium). Reinstalls
+# only when the lockfile changed since the last `npm ci`.
+browser_tools() {
+  local dir="$ROOT/tests/browser"
+  command -v npm >/dev/null || { echo "test.sh: npm not found (apt-get install nodejs npm)" >&2; return 1; }
+  if cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+    echo "test.sh: tests/browser/node_modules matches package-lock.json" >&2
+    return 0
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) &&
+    cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"
+}
+phase "browser test tools (npm ci)" browser_tools
 
 venv() { VENV="$("$ROOT/scripts/venv.sh")"; }
 phase "venv" venv

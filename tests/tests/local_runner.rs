@@ -1,35 +1,20 @@
 //! End to end through the local runner, as a newcomer uses it: close a ticket in the sandbox
 //! helpdesk, watch the rating request land in the outbox, click a link.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use closedloop_core::ports::ManualClock;
 
 use closedloop::runner::{self, RunnerConfig, RunnerError, Running};
-use closedloop_core::domain::{CsatValue, Rating, Review};
-use closedloop_core::ids::{SurveyRequestId, TenantId};
-use closedloop_core::keys;
-use closedloop_core::records::read_record;
+use closedloop_core::domain::{CsatValue, Rating};
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("closedloop-e2e-{}", ulid::Ulid::new()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A demo runner on a free port; schedules are fired by hand in tests.
-fn demo_config(dir: &Path) -> RunnerConfig {
-    let mut config = RunnerConfig::new(dir, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
-    config.demo = true;
-    config.run_schedules = false;
-    config
-}
-
-async fn start_demo(dir: &Path) -> Running {
-    runner::start(demo_config(dir)).await.unwrap()
-}
+use common::{
+    close_and_read_links, close_ticket, demo_config, link_value, links, outbox, start_demo,
+    stored_review, temp_dir,
+};
 
 async fn start_demo_relaying(dir: &Path, relay_outbox: bool) -> Running {
     runner::start(RunnerConfig {
@@ -47,26 +32,6 @@ fn customer() -> reqwest::Client {
         .user_agent("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
         .build()
         .unwrap()
-}
-
-fn outbox(dir: &Path) -> Vec<String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("outbox"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect()
-}
-
-fn links(eml: &str) -> Vec<String> {
-    eml.split_whitespace()
-        .filter(|w| w.contains("/r/") && w.starts_with("http") && !w.ends_with("/unsubscribe"))
-        .map(|w| w.trim_end_matches(['"', '>']).to_string())
-        .collect()
 }
 
 #[tokio::test]
@@ -121,15 +86,9 @@ async fn closing_a_ticket_sends_a_rating_request_whose_link_records_the_rating()
     assert!(page.text().await.unwrap().contains("negative"));
 
     // The review is stored under the survey request the token names.
-    let survey = SurveyRequestId::parse(&token_field(negative, 3)).unwrap();
-    let tenant = TenantId::parse("demo").unwrap();
-    let item = running
-        .store()
-        .get(&keys::review(&tenant, survey))
+    let review = stored_review(&running, negative)
         .await
-        .unwrap()
         .expect("review stored");
-    let review: Review = read_record(&item).unwrap();
     assert_eq!(review.rating, Rating::Csat(CsatValue::Negative));
 
     // A tampered link is refused and changes nothing.
@@ -161,13 +120,7 @@ async fn a_redelivered_close_sends_nothing_twice_and_a_restart_loses_nothing() {
         1
     );
     // A second close of the same ticket does not send a second request.
-    http.post(format!(
-        "{}/sandbox/tickets/1002/close",
-        running.info.base_url
-    ))
-    .send()
-    .await
-    .unwrap();
+    close_ticket(&running, "1002").await;
     running.drain().await.unwrap();
     assert_eq!(
         outbox(&dir)
@@ -206,49 +159,6 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
     assert!(matches!(err, RunnerError::Bind { .. }), "{err}");
     assert!(err.to_string().contains("--port"), "{err}");
     first.shutdown().await;
-}
-
-/// Field `n` of a rating link's token payload (`v1|kid|tenant|survey|value|expiry`).
-fn token_field(link: &str, n: usize) -> String {
-    use base64::Engine;
-    let token = link.rsplit('/').next().unwrap();
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.split('.').next().unwrap())
-        .unwrap();
-    String::from_utf8(payload)
-        .unwrap()
-        .split('|')
-        .nth(n)
-        .unwrap()
-        .to_string()
-}
-
-/// The value a rating link records, read from its token.
-fn link_value(link: &str) -> String {
-    token_field(link, 4)
-}
-
-async fn close_and_read_links(
-    running: &Running,
-    dir: &Path,
-    ticket: &str,
-    contact: &str,
-) -> Vec<String> {
-    let http = reqwest::Client::new();
-    http.post(format!(
-        "{}/sandbox/tickets/{ticket}/close",
-        running.info.base_url
-    ))
-    .send()
-    .await
-    .unwrap();
-    running.drain().await.unwrap();
-    let mails = outbox(dir);
-    let request = mails
-        .iter()
-        .find(|m| m.contains(&format!("To: {contact}")))
-        .expect("a rating request");
-    links(request.split("text/html").next().unwrap())
 }
 
 fn review_alerts(dir: &Path) -> Vec<String> {
