@@ -100,8 +100,8 @@ pub async fn submit(
         let ticket = &request.ticket;
         let review = Review {
             tenant_id: claims.tenant.clone(),
-            survey_request_id: request.id,
-            ticket_id: ticket.id.clone(),
+            survey_request_id: Some(request.id),
+            ticket_id: Some(ticket.id.clone()),
             rating: match &previous {
                 Some(p) if change_refused => p.rating,
                 _ => rating,
@@ -111,10 +111,11 @@ pub async fn submit(
                 None => previous.as_ref().and_then(|p| p.comment.clone()),
             },
             agent_id: ticket.agent.as_ref().map(|a| a.id.clone()),
-            contact_id: ticket.contact.id.clone(),
+            contact_id: Some(ticket.contact.id.clone()),
             account_id: ticket.contact.account.as_ref().map(|a| a.id.clone()),
             recorded_at: previous.as_ref().map(|p| p.recorded_at).unwrap_or(now),
             updated_at: now,
+            provider: None,
         };
         let unchanged = previous
             .as_ref()
