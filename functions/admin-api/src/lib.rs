@@ -13,6 +13,8 @@ use closedloop_core::store::ItemStore;
 use closedloop_core::tenancy::{self, AuthError, TenancyError};
 use closedloop_http::{ApiError, Json};
 
+mod webhook_sources;
+
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn ItemStore>,
@@ -22,6 +24,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v1/health", get(health))
         .route("/admin/v1/settings", get(get_settings).put(put_settings))
+        .merge(webhook_sources::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }
