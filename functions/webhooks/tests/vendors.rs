@@ -380,7 +380,9 @@ async fn bad_deliveries_are_refused_and_write_nothing() {
     );
     let dl_secret = secret_of("acme", "delighted");
     let no_score = dl.replace("\"score\":3,", "");
-    let cases: Vec<(&str, Vec<(String, String)>, String, StatusCode, &str)> = vec![
+    // (path, headers, body, expected status, what the message must mention)
+    type Case<'a> = (&'a str, Vec<(String, String)>, String, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/webhooks/acme/zendesk",
             vec![],

@@ -53,10 +53,10 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
             ));
         }
     };
-    Ok(Delivery::Ticket(TicketDelivery {
+    Ok(Delivery::Ticket(Box::new(TicketDelivery {
         delivery_id,
         event_type,
         occurred_at: delivery.occurred_at,
         ticket: delivery.ticket,
-    }))
+    })))
 }

@@ -143,7 +143,8 @@ pub enum IngestOutcome {
 /// What an adapter makes of a verified delivery.
 #[derive(Debug)]
 enum Delivery {
-    Ticket(TicketDelivery),
+    // Boxed: a ticket snapshot is large, and the enum moves through a few calls.
+    Ticket(Box<TicketDelivery>),
     Response(SurveyResponse),
     Ignored(String),
 }
@@ -208,7 +209,7 @@ pub async fn ingest_webhook(
         Source::AskNicely => asknicely::parse(body)?,
     };
     match delivery {
-        Delivery::Ticket(t) => tickets::record(store, now, tenant, source, t).await,
+        Delivery::Ticket(t) => tickets::record(store, now, tenant, source, *t).await,
         Delivery::Response(r) => responses::record(store, now, tenant, source, r).await,
         Delivery::Ignored(what) => Ok(IngestOutcome::Ignored(what)),
     }

@@ -150,12 +150,12 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
     };
     let delivery_id = key_part("id", &event.id)?;
     let ticket = snapshot(event.detail, status, event.time)?;
-    Ok(Delivery::Ticket(TicketDelivery {
+    Ok(Delivery::Ticket(Box::new(TicketDelivery {
         delivery_id,
         event_type,
         occurred_at: event.time,
         ticket,
-    }))
+    })))
 }
 
 fn snapshot(
@@ -302,7 +302,7 @@ mod tests {
 
     fn ticket_of(delivery: Delivery) -> TicketDelivery {
         match delivery {
-            Delivery::Ticket(t) => t,
+            Delivery::Ticket(t) => *t,
             other => panic!("expected a ticket event, got {other:?}"),
         }
     }
