@@ -14,6 +14,8 @@ use closedloop_core::store::{ItemStore, StoreError};
 use closedloop_core::tenancy::{self, AuthError, TenancyError};
 use closedloop_http::{ApiError, Json};
 
+mod webhook_sources;
+
 #[derive(Clone)]
 pub struct AdminState {
     pub store: Arc<dyn ItemStore>,
@@ -27,6 +29,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/health", get(health))
         .route("/admin/v1/settings", get(get_settings).put(put_settings))
         .merge(tickets::routes())
+        .merge(webhook_sources::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use closedloop_core::ids::TenantId;
-use closedloop_core::ingest::{self, IngestError, IngestOutcome, MAX_BODY_BYTES, SIGNATURE_HEADER};
+use closedloop_core::ingest::{self, Headers, IngestError, IngestOutcome, MAX_BODY_BYTES};
 use closedloop_core::ports::Clock;
 use closedloop_core::store::ItemStore;
 use closedloop_http::ApiError;
@@ -39,13 +39,12 @@ async fn receive(
     let tenant = TenantId::parse(&tenant).map_err(|_| {
         ApiError::unauthorized("the request is not signed for this tenant and source")
     })?;
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     match ingest::ingest_webhook(
         state.store.as_ref(),
         state.clock.now(),
         &tenant,
         &source,
-        signature,
+        &RequestHeaders(&headers),
         &body,
     )
     .await
@@ -63,7 +62,26 @@ async fn receive(
             StatusCode::OK,
             Json(serde_json::json!({ "status": "duplicate" })),
         )),
+        Ok(IngestOutcome::Outdated) => Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "outdated" })),
+        )),
+        Ok(IngestOutcome::Ignored(what)) => Ok((
+            StatusCode::OK,
+            Json(
+                serde_json::json!({ "status": "ignored", "reason": format!("{what} is not acted on") }),
+            ),
+        )),
         Err(e) => Err(to_api_error(e)),
+    }
+}
+
+/// The request's headers as the core reads them.
+struct RequestHeaders<'a>(&'a HeaderMap);
+
+impl Headers for RequestHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
@@ -72,7 +90,7 @@ fn to_api_error(e: IngestError) -> ApiError {
         IngestError::UnknownSource(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_source", e.to_string())
         }
-        IngestError::NotConfigured(_) | IngestError::Signature(_) => {
+        IngestError::NotConfigured | IngestError::Signature(_) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string())
         }
         IngestError::TooLarge(_) => {

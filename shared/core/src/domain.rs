@@ -438,18 +438,40 @@ pub struct SurveyRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Review {
     pub tenant_id: TenantId,
-    pub survey_request_id: SurveyRequestId,
-    pub ticket_id: TicketId,
+    /// Ours, for rating-link reviews; none for a survey provider's response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey_request_id: Option<SurveyRequestId>,
+    /// None when a provider's response names no ticket and its respondent matched no contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<TicketId>,
     pub rating: Rating,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<Comment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<AgentId>,
-    pub contact_id: ContactId,
+    /// None for a provider's response from a respondent we could not match to a contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<AccountId>,
     pub recorded_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set when the review came from a survey provider's webhook rather than a rating link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderResponse>,
+}
+
+/// Where a survey provider's response came from, and who answered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderResponse {
+    /// The webhook source (`delighted`, `typeform`, `asknicely`).
+    pub source: String,
+    /// The provider's id of the response.
+    pub response_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respondent_email: Option<Email>,
+    /// When the respondent answered (or last changed the answer), by the provider's clock.
+    pub answered_at: DateTime<Utc>,
 }
 
 /// When a rule runs.
@@ -597,6 +619,14 @@ mod tests {
                 .to_string()
                 .contains("Mars/Base")
         );
+    }
+
+    #[test]
+    fn reviews_stored_before_providers_existed_still_read() {
+        let json = r#"{"tenant_id":"acme","survey_request_id":"01JD2Q8Y3S7W0M5V6T9B2K4N1C","ticket_id":"42","rating":{"kind":"csat","value":"positive"},"contact_id":"c1","recorded_at":"2026-11-23T10:00:00Z","updated_at":"2026-11-23T10:00:00Z"}"#;
+        let review: Review = serde_json::from_str(json).unwrap();
+        assert_eq!(review.ticket_id.unwrap().as_str(), "42");
+        assert!(review.survey_request_id.is_some() && review.provider.is_none());
     }
 
     #[test]

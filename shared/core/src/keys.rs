@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::ids::{SurveyRequestId, TenantId, TicketId};
+use crate::ids::{AccountId, SurveyRequestId, TenantId, TicketId};
 use crate::store::Key;
 
 /// Fixed-width UTC timestamps, so sort-key order is time order.
@@ -125,6 +125,32 @@ pub fn open_cases_index(tenant: &TenantId) -> String {
     format!("{}#CASES_OPEN", tenant_prefix(tenant))
 }
 
+/// A survey provider's response, reviewed under the provider's response id (there is no
+/// survey request of ours behind it).
+pub fn provider_review(tenant: &TenantId, source: &str, response_id: &str) -> Key {
+    Key::new(
+        format!("{}#RESPONSE#{source}#{response_id}", tenant_prefix(tenant)),
+        "REVIEW",
+    )
+}
+
+/// Who an email address belongs to, as the helpdesk last told us. `email` is lower-cased by
+/// the caller (`contacts::lookup_key`), so the match ignores case.
+pub fn contact_by_email(tenant: &TenantId, lowercase_email: &str) -> Key {
+    Key::new(
+        format!("{}#CONTACT#{lowercase_email}", tenant_prefix(tenant)),
+        "CONTACT",
+    )
+}
+
+/// A customer account's latest NPS answer.
+pub fn account_latest(tenant: &TenantId, account: &AccountId) -> Key {
+    Key::new(
+        format!("{}#ACCOUNT#{}", tenant_prefix(tenant), account.as_str()),
+        "LATEST",
+    )
+}
+
 /// GSI2 partition of customer accounts whose latest NPS answer changed since the last sweep.
 pub fn accounts_changed_index(tenant: &TenantId) -> String {
     format!("{}#ACCOUNTS_CHANGED", tenant_prefix(tenant))
@@ -155,6 +181,9 @@ mod tests {
             survey_request(&t, SurveyRequestId::new()),
             webhook_delivery(&t, "generic", "d1"),
             idempotency(&t, "x"),
+            provider_review(&t, "delighted", "5435"),
+            contact_by_email(&t, "bob@example.com"),
+            account_latest(&t, &AccountId::parse("acc-1").unwrap()),
         ] {
             assert!(key.pk.starts_with("T#acme"), "{key:?}");
             // "T#acme" must not be a prefix of another tenant's partition.

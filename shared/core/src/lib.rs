@@ -1,9 +1,11 @@
 //! closedloop core: the domain, the ports, and the use cases. It knows no AWS, no HTTP client
 //! and no SQLite; adapters implement its ports.
 
+pub mod accounts;
 pub mod automation;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod contacts;
 pub mod domain;
 pub mod due;
 pub mod event;
@@ -18,6 +20,7 @@ pub mod records;
 pub mod relay;
 pub mod scanners;
 pub mod signature;
+pub mod sources;
 pub mod store;
 pub mod surveys;
 pub mod sweeps;

@@ -120,15 +120,16 @@ fn new_review(request: &SurveyRequest, rating: Rating, now: DateTime<Utc>) -> Re
     let ticket = &request.ticket;
     Review {
         tenant_id: request.tenant_id.clone(),
-        survey_request_id: request.id,
-        ticket_id: ticket.id.clone(),
+        survey_request_id: Some(request.id),
+        ticket_id: Some(ticket.id.clone()),
         rating,
         comment: None,
         agent_id: ticket.agent.as_ref().map(|a| a.id.clone()),
-        contact_id: ticket.contact.id.clone(),
+        contact_id: Some(ticket.contact.id.clone()),
         account_id: ticket.contact.account.as_ref().map(|a| a.id.clone()),
         recorded_at: now,
         updated_at: now,
+        provider: None,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::domain::{Tenant, TenantSettings};
 use crate::ids::TenantId;
 use crate::keys;
 use crate::signature::constant_time_eq;
+use crate::sources;
 use crate::store::{Condition, Index, Item, ItemExt, ItemStore, Query, StoreError, Value, WriteOp};
 
 pub const GENERIC_SOURCE: &str = "generic";
@@ -88,10 +89,11 @@ pub async fn provision_tenant(
         WriteOp::put_if(tenant_item, Condition::item_absent()),
         WriteOp::put(settings_item(&id, &settings)),
         WriteOp::put(key_item),
-        WriteOp::put(webhook_source_item(
+        WriteOp::put(sources::new_source_item(
             &id,
             GENERIC_SOURCE,
-            std::slice::from_ref(&webhook_secret),
+            &webhook_secret,
+            now,
         )),
     ];
     match store.transact_write(ops).await {
@@ -197,33 +199,18 @@ pub async fn put_settings(
         })
 }
 
-fn webhook_source_item(tenant: &TenantId, source: &str, secrets: &[String]) -> Item {
-    let mut item = keys::webhook_source(tenant, source).to_item();
-    item.insert("entity".into(), Value::s("webhook_source"));
-    item.insert(
-        "secrets".into(),
-        Value::L(secrets.iter().map(|s| Value::s(s.clone())).collect()),
-    );
-    item
-}
-
 /// The valid secrets of a tenant's webhook source (two while rotating); none if unconfigured.
 pub async fn webhook_secrets(
     store: &dyn ItemStore,
     tenant: &TenantId,
     source: &str,
 ) -> Result<Vec<Vec<u8>>, StoreError> {
-    let Some(item) = store.get(&keys::webhook_source(tenant, source)).await? else {
-        return Ok(Vec::new());
-    };
-    Ok(match item.get("secrets") {
-        Some(Value::L(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|s| s.as_bytes().to_vec())
-            .collect(),
-        _ => Vec::new(),
-    })
+    Ok(store
+        .get(&keys::webhook_source(tenant, source))
+        .await?
+        .as_ref()
+        .map(sources::secret_values)
+        .unwrap_or_default())
 }
 
 /// Every tenant, for the scheduled sweeps (GSI1 partition `TENANTS`).
