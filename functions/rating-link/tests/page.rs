@@ -49,7 +49,8 @@ struct Fixture {
 /// `ticket.closed` for a ticket of Bob's.
 fn closed(tenant: &TenantId, ticket: &str) -> EventEnvelope {
     let data = serde_json::json!({ "ticket": { "id": ticket, "subject": "VPN <drops>", "status": "closed",
-        "contact": { "id": "c1", "name": "Bob", "email": "bob@example.com" }, "updated_at": SystemClock.now() } });
+        "contact": { "id": "c1", "name": "Bob", "email": "bob@example.com",
+            "account": { "id": "acc-1", "name": "Northwind" } }, "updated_at": SystemClock.now() } });
     EventEnvelope::new_root(
         tenant.clone(),
         EventType::TicketClosed,
@@ -433,4 +434,31 @@ async fn unsubscribing_takes_a_post_and_stops_further_requests() {
         f.post(&format!("{link}x"), "").await.0,
         StatusCode::BAD_REQUEST
     );
+}
+
+#[tokio::test]
+async fn a_settled_nps_answer_becomes_the_accounts_latest() {
+    let f = fixture(TenantSettings {
+        survey_kind: closedloop_core::domain::SurveyKind::Nps,
+        ..TenantSettings::default()
+    })
+    .await;
+    assert_eq!(f.links.len(), 11, "NPS offers 0-10");
+    let tenant = TenantId::parse("acme").unwrap();
+    let account = closedloop_core::ids::AccountId::parse("acc-1").unwrap();
+    let latest = || async {
+        closedloop_core::accounts::latest_nps_answer(f.store.as_ref(), &tenant, &account)
+            .await
+            .unwrap()
+            .map(|a| a.score.value())
+    };
+    f.get(&f.link("9")).await;
+    assert_eq!(latest().await, None, "not before the answer settles");
+    assert_eq!(f.settle_all().await, 1);
+    assert_eq!(latest().await, Some(9));
+    // The customer comes back and changes the answer on the page.
+    f.wait(3600);
+    f.post(&f.link("9"), "rating=3&comment=it+broke+again")
+        .await;
+    assert_eq!(latest().await, Some(3));
 }

@@ -364,9 +364,13 @@ pub async fn submit(
                 }
             }
         }
+        let counted_now = !burst && item.contains_key(RECEIVED_AT);
         writes.insert(0, WriteOp::put_if(item, guard));
         match store.transact_write(writes).await {
             Ok(()) => {
+                if counted_now {
+                    note_account_answer(store, &review, now).await?;
+                }
                 return Ok(Recorded {
                     request,
                     settings,
@@ -422,7 +426,10 @@ pub async fn settle_reviews(
                     ])
                     .await;
                 match written {
-                    Ok(()) => settled += 1,
+                    Ok(()) => {
+                        settled += 1;
+                        note_account_answer(store, &review, now).await?;
+                    }
                     Err(StoreError::TransactionCanceled { .. }) => {}
                     Err(e) => return Err(e),
                 }
@@ -430,6 +437,33 @@ pub async fn settle_reviews(
         }
     }
     Ok(settled)
+}
+
+/// Keeps the account's latest NPS answer (for the detractor sweep) once a rating-link answer
+/// counts: when it settles, or when a settled answer is changed on the page.
+async fn note_account_answer(
+    store: &dyn ItemStore,
+    review: &Review,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let (Rating::Nps(score), Some(account)) = (review.rating, &review.account_id) {
+        let reference = review
+            .survey_request_id
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        crate::accounts::note_nps_answer(
+            store,
+            &review.tenant_id,
+            account,
+            review.contact_id.as_ref(),
+            score,
+            review.updated_at,
+            &reference,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A review as staff see it: read-only, with whether it counts yet.
