@@ -411,3 +411,84 @@ async fn an_agent_re_requests_a_rating_and_the_old_links_stop_working() {
     assert_eq!(unknown.status(), 404);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() {
+    let dir = temp_dir();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let running = start_with_clock(&dir, clock.clone()).await;
+    let base = running.info.base_url.clone();
+    let auth = format!("Bearer {}", running.info.tenant.api_key);
+    let admin = reqwest::Client::new();
+    // Alice asks for emails, Mark switched them off (see /admin/v1/agents).
+    let agents: serde_json::Value = admin
+        .get(format!("{base}/admin/v1/agents"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agents.as_array().unwrap().len(), 2, "{agents}");
+    // Ticket 1001 is Alice's, 1003 is Mark's; both customers answer.
+    for (ticket, contact) in [("1001", "bob@northwind.example"), ("1003", "dan@contoso.example")] {
+        let links = close_and_read_links(&running, &dir, ticket, contact).await;
+        let positive = links.iter().find(|l| link_value(l) == "positive").unwrap();
+        assert_eq!(customer().get(positive).send().await.unwrap().status(), 200);
+    }
+    clock.advance(chrono::Duration::minutes(10));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    let alerts = review_alerts(&dir);
+    assert_eq!(alerts.len(), 2, "one alert per review");
+    let to_alice = alerts.iter().find(|m| m.contains("#1001")).unwrap();
+    let to_lead_only = alerts.iter().find(|m| m.contains("#1003")).unwrap();
+    assert!(to_alice.contains("alice@demo.example"), "{to_alice}");
+    assert!(!to_lead_only.contains("mark@demo.example"), "{to_lead_only}");
+    assert!(to_lead_only.contains("team-lead@demo.example"));
+
+    let audit: serde_json::Value = admin
+        .get(format!("{base}/admin/v1/tickets/1003/audit"))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let suppressed: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["suppressed"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(suppressed.len(), 1, "{audit}");
+    assert_eq!(suppressed[0]["agent_id"], "a-mark");
+
+    // Mark switches notifications on: the next review reaches him.
+    let put = admin
+        .put(format!("{base}/admin/v1/agents/a-mark"))
+        .header("authorization", &auth)
+        .json(&serde_json::json!({ "name": "Mark Chen", "email": "mark@demo.example", "email_notifications": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let links = close_and_read_links(&running, &dir, "1004", "erin@contoso.example").await;
+    let negative = links.iter().find(|l| link_value(l) == "negative").unwrap();
+    customer().get(negative).send().await.unwrap();
+    clock.advance(chrono::Duration::minutes(10));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    let alerts = review_alerts(&dir);
+    let erin = alerts.iter().find(|m| m.contains("#1004")).unwrap();
+    assert!(erin.contains("mark@demo.example"), "{erin}");
+    running.shutdown().await;
+}

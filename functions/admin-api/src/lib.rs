@@ -22,6 +22,7 @@ pub struct AdminState {
     pub clock: Arc<dyn Clock>,
 }
 
+mod agents;
 mod tickets;
 
 pub fn router(state: AdminState) -> Router {
@@ -29,6 +30,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/health", get(health))
         .route("/admin/v1/settings", get(get_settings).put(put_settings))
         .merge(tickets::routes())
+        .merge(agents::routes())
         .merge(webhook_sources::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)

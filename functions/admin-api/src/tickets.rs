@@ -6,6 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use closedloop_core::ids::TicketId;
+use closedloop_core::keys;
+use closedloop_core::records::read_record;
+use closedloop_core::store::Query;
 use closedloop_core::ratings::{self, StoredReview};
 use closedloop_core::surveys::{self, ReRequested, SurveyError};
 use closedloop_http::{ApiError, Json};
@@ -17,6 +20,7 @@ pub fn routes() -> Router<AdminState> {
     Router::new()
         // Staff read ratings; there is deliberately no PUT, PATCH or DELETE.
         .route("/admin/v1/tickets/{ticket}/review", get(review))
+        .route("/admin/v1/tickets/{ticket}/audit", get(audit))
         .route(
             "/admin/v1/tickets/{ticket}/rating-requests",
             post(re_request),
@@ -40,6 +44,27 @@ async fn review(
         .ok_or_else(|| {
             ApiError::not_found(format!("ticket '{}' has no rating yet", ticket.as_str()))
         })
+}
+
+/// Every decision taken on the ticket, oldest first: rules matched or not, actions executed,
+/// recipients suppressed.
+async fn audit(
+    State(state): State<AdminState>,
+    Authenticated(tenant): Authenticated,
+    Path(ticket): Path<String>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let ticket = ticket_id(&ticket)?;
+    let page = state
+        .store
+        .query(Query::partition(keys::audit_partition(&tenant, &ticket)).limit(500))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        page.items
+            .iter()
+            .filter_map(|i| read_record(i).ok())
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize, Default)]

@@ -108,6 +108,7 @@ async fn seed_demo(
             trigger: Trigger::TicketClosed,
             actions: vec![Action::SendEmail {
                 to: vec![lead.clone()],
+                to_ticket_agent: false,
                 subject: "Closed: {{ event.ticket.subject }}".into(),
                 body: "Ticket #{{ event.ticket.id }} for {{ event.ticket.contact.name }} was closed; a rating request is on its way.\n".into(),
             }],
@@ -115,11 +116,12 @@ async fn seed_demo(
         },
         Rule {
             id: RuleId::new(),
-            name: "Alert the team lead on a new review".into(),
+            name: "Tell the team lead and the ticket's agent about a new review".into(),
             enabled: true,
             trigger: Trigger::ReviewReceived,
             actions: vec![Action::SendEmail {
                 to: vec![lead],
+                to_ticket_agent: true,
                 subject: "New review on ticket #{{ event.review.ticket_id }}".into(),
                 body: "Rating: {{ event.review.rating.value }}\nComment: {{ event.review.comment or '(none)' }}\n".into(),
             }],

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Action, Rule, Trigger};
+use crate::domain::{Action, Agent, Email, Rule, Trigger};
 use crate::event::{EventEnvelope, EventType, MAX_EVENT_DEPTH};
 use crate::idempotency::{self, Begin, IdempotencyConfig, IdempotencyError};
 use crate::ids::{RuleId, TenantId};
@@ -109,6 +109,82 @@ fn ticket_of(event: &EventEnvelope) -> Option<String> {
         .as_str()
         .or_else(|| event.data["review"]["ticket_id"].as_str())
         .map(str::to_string)
+}
+
+/// A recipient left out on purpose: recorded in the audit trail, so the send can be seen to
+/// have been decided and not made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SuppressedRecipient {
+    pub agent_id: String,
+    pub email: Email,
+    pub reason: &'static str,
+}
+
+struct Recipients {
+    send: Vec<Email>,
+    suppressed: Vec<SuppressedRecipient>,
+}
+
+/// The addresses to email: the action's own, plus the ticket's agent if asked, minus every
+/// agent whose email notifications are off. The agent directory (`AGENT#` items, kept by the
+/// admin API) decides; the flag on the event's ticket snapshot counts for agents not in it.
+async fn recipients(
+    store: &dyn ItemStore,
+    cause: &EventEnvelope,
+    to: &[Email],
+    to_ticket_agent: bool,
+) -> Result<Recipients, StoreError> {
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut page = Query::partition(keys::tenant_prefix(&cause.tenant_id))
+        .sk(SortKeyCondition::BeginsWith("AGENT#".into()));
+    loop {
+        let found = store.query(page.clone()).await?;
+        for item in &found.items {
+            if let Ok(agent) = read_record::<Agent>(item) {
+                agents.push(agent);
+            }
+        }
+        match found.last_evaluated {
+            Some(last) => page = page.start_after(Some(last)),
+            None => break,
+        }
+    }
+    let snapshot_agent: Option<Agent> =
+        serde_json::from_value(cause.data["ticket"]["agent"].clone()).ok();
+    if let Some(agent) = &snapshot_agent
+        && !agents.iter().any(|a| a.id == agent.id)
+    {
+        agents.push(agent.clone());
+    }
+    let mut wanted: Vec<Email> = to.to_vec();
+    if to_ticket_agent {
+        let agent_id = snapshot_agent
+            .as_ref()
+            .map(|a| a.id.as_str().to_string())
+            .or_else(|| cause.data["review"]["agent_id"].as_str().map(str::to_string));
+        if let Some(agent) = agent_id.and_then(|id| agents.iter().find(|a| a.id.as_str() == id)) {
+            wanted.push(agent.email.clone());
+        }
+    }
+    let mut recipients = Recipients {
+        send: Vec::new(),
+        suppressed: Vec::new(),
+    };
+    for email in wanted {
+        let muted = agents.iter().find(|a| {
+            !a.email_notifications && a.email.as_str().eq_ignore_ascii_case(email.as_str())
+        });
+        match muted {
+            Some(agent) => recipients.suppressed.push(SuppressedRecipient {
+                agent_id: agent.id.as_str().to_string(),
+                email,
+                reason: "the agent's email notifications are off",
+            }),
+            None if !recipients.send.contains(&email) => recipients.send.push(email),
+            None => {}
+        }
+    }
+    Ok(recipients)
 }
 
 fn audit_item(event: &EventEnvelope, at: DateTime<Utc>, entry: serde_json::Value) -> Option<Item> {
@@ -218,14 +294,25 @@ pub async fn execute(
         Begin::AlreadyCompleted(_) => return Ok(ActionOutcome::AlreadyDone),
         Begin::InProgress => return Err(AutomationError::InProgress(claim)),
     }
+    let suppressed: Vec<SuppressedRecipient>;
     let result = match &request.action {
-        Action::SendEmail { to, subject, body } => {
+        Action::SendEmail {
+            to,
+            to_ticket_agent,
+            subject,
+            body,
+        } => {
+            let recipients = recipients(store, &request.cause, to, *to_ticket_agent).await?;
+            suppressed = recipients.suppressed.clone();
             let context =
                 serde_json::json!({ "event": request.cause.data, "rule": request.rule_name });
             match templates::render_email(subject, body, "", &context) {
+                Ok(_) if recipients.send.is_empty() => {
+                    Ok("not sent: every recipient has email notifications off".to_string())
+                }
                 Ok(rendered) => mailer
                     .send(&OutgoingEmail {
-                        to: to.clone(),
+                        to: recipients.send.clone(),
                         reply_to: None,
                         subject: rendered.subject,
                         text: rendered.text,
@@ -233,7 +320,12 @@ pub async fn execute(
                         headers: vec![],
                     })
                     .await
-                    .map(|id| format!("email sent to {} (message {id})", to.len()))
+                    .map(|id| {
+                        format!(
+                            "email sent to {} (message {id})",
+                            recipients.send.len()
+                        )
+                    })
                     .map_err(AutomationError::from),
                 Err(e) => Ok(format!("not sent: {e}")),
             }
@@ -252,7 +344,8 @@ pub async fn execute(
                 &request.cause,
                 now,
                 serde_json::json!({"kind": "action_executed", "rule_id": request.rule_id,
-                    "action_index": request.action_index, "detail": detail}),
+                    "action_index": request.action_index, "detail": detail,
+                    "suppressed": suppressed}),
             ) {
                 store.put(audit, None).await?;
             }

@@ -516,9 +516,14 @@ impl Trigger {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
-    /// Email fixed addresses. Subject and body are templates over the event.
+    /// Email fixed addresses, and the ticket's agent when `to_ticket_agent` is set. Subject and
+    /// body are templates over the event. Agents whose email notifications are off are skipped
+    /// (and the audit trail says so).
     SendEmail {
+        #[serde(default)]
         to: Vec<Email>,
+        #[serde(default)]
+        to_ticket_agent: bool,
         subject: String,
         body: String,
     },

@@ -1,0 +1,80 @@
+//! `/admin/v1/agents`: the agent directory, mainly each agent's email-notification switch.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use closedloop_core::domain::{Agent, Email};
+use closedloop_core::ids::AgentId;
+use closedloop_core::keys;
+use closedloop_core::records::{read_record, record_item};
+use closedloop_core::store::{Query, SortKeyCondition};
+use closedloop_http::{ApiError, Json};
+use serde::Deserialize;
+
+use crate::{AdminState, Authenticated, store_error};
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/admin/v1/agents", get(list))
+        .route("/admin/v1/agents/{agent}", put(upsert))
+}
+
+async fn list(
+    State(state): State<AdminState>,
+    Authenticated(tenant): Authenticated,
+) -> Result<Json<Vec<Agent>>, ApiError> {
+    let page = state
+        .store
+        .query(
+            Query::partition(keys::tenant_prefix(&tenant))
+                .sk(SortKeyCondition::BeginsWith("AGENT#".into()))
+                .limit(1000),
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(Json(
+        page.items.iter().filter_map(|i| read_record(i).ok()).collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentBody {
+    name: String,
+    email: String,
+    email_notifications: bool,
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+}
+
+async fn upsert(
+    State(state): State<AdminState>,
+    Authenticated(tenant): Authenticated,
+    Path(agent): Path<String>,
+    Json(body): Json<AgentBody>,
+) -> Result<Json<Agent>, ApiError> {
+    let id = AgentId::parse(&agent).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(invalid("name must be 1-200 characters".into()));
+    }
+    let email = Email::parse(&body.email).map_err(|e| invalid(e.to_string()))?;
+    let agent = Agent {
+        id,
+        name: name.to_string(),
+        email,
+        email_notifications: body.email_notifications,
+    };
+    state
+        .store
+        .put(
+            record_item(&keys::agent(&tenant, agent.id.as_str()), "agent", &agent),
+            None,
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(Json(agent))
+}
