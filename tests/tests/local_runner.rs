@@ -432,7 +432,10 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
         .unwrap();
     assert_eq!(agents.as_array().unwrap().len(), 2, "{agents}");
     // Ticket 1001 is Alice's, 1003 is Mark's; both customers answer.
-    for (ticket, contact) in [("1001", "bob@northwind.example"), ("1003", "dan@contoso.example")] {
+    for (ticket, contact) in [
+        ("1001", "bob@northwind.example"),
+        ("1003", "dan@contoso.example"),
+    ] {
         let links = close_and_read_links(&running, &dir, ticket, contact).await;
         let positive = links.iter().find(|l| link_value(l) == "positive").unwrap();
         assert_eq!(customer().get(positive).send().await.unwrap().status(), 200);
@@ -448,7 +451,10 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
     let to_alice = alerts.iter().find(|m| m.contains("#1001")).unwrap();
     let to_lead_only = alerts.iter().find(|m| m.contains("#1003")).unwrap();
     assert!(to_alice.contains("alice@demo.example"), "{to_alice}");
-    assert!(!to_lead_only.contains("mark@demo.example"), "{to_lead_only}");
+    assert!(
+        !to_lead_only.contains("mark@demo.example"),
+        "{to_lead_only}"
+    );
     assert!(to_lead_only.contains("team-lead@demo.example"));
 
     let audit: serde_json::Value = admin

@@ -34,7 +34,10 @@ async fn list(
         .await
         .map_err(store_error)?;
     Ok(Json(
-        page.items.iter().filter_map(|i| read_record(i).ok()).collect(),
+        page.items
+            .iter()
+            .filter_map(|i| read_record(i).ok())
+            .collect(),
     ))
 }
 

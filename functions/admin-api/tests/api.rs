@@ -198,3 +198,61 @@ async fn unknown_routes_get_a_json_404() {
             .contains("/admin/v1/nothing-here")
     );
 }
+
+#[tokio::test]
+async fn a_tenant_saves_its_own_rating_request_email_only_if_it_works() {
+    let (app, _store, acme, globex) = setup().await;
+    let path = "/admin/v1/templates/rating-request";
+    let (status, defaults) = call(&app, "GET", path, Some(&acme), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        defaults["html"]
+            .as_str()
+            .unwrap()
+            .contains("unsubscribe_url")
+    );
+
+    let mut mine = defaults.clone();
+    mine["subject"] = "{{ agent_name }} would love your feedback on {{ ticket.subject }}".into();
+    let (status, _) = call(&app, "PUT", path, Some(&acme), Some(&mine.to_string())).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, preview) = call(
+        &app,
+        "POST",
+        &format!("{path}/preview"),
+        Some(&acme),
+        Some(&mine.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        preview["subject"],
+        "Alice Meyer would love your feedback on Printer jams"
+    );
+
+    // Dropping the unsubscribe link, a syntax error, or a runaway loop is refused, and the
+    // saved template stays as it was.
+    for (part, source) in [
+        ("text", "{% for c in choices %}{{ c.url }}{% endfor %}"),
+        ("html", "{% if %}"),
+        (
+            "html",
+            "{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
+        ),
+    ] {
+        let mut broken = mine.clone();
+        broken[part] = source.into();
+        let (status, body) = call(&app, "PUT", path, Some(&acme), Some(&broken.to_string())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_template");
+    }
+    let (_, saved) = call(&app, "GET", path, Some(&acme), None).await;
+    assert_eq!(saved, mine);
+    // Another tenant still has the defaults.
+    let (_, theirs) = call(&app, "GET", path, Some(&globex), None).await;
+    assert_eq!(theirs, defaults);
+    let (status, reset) = call(&app, "DELETE", path, Some(&acme), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reset, defaults);
+}

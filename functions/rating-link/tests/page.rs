@@ -462,3 +462,23 @@ async fn a_settled_nps_answer_becomes_the_accounts_latest() {
         .await;
     assert_eq!(latest().await, Some(3));
 }
+
+#[tokio::test]
+async fn requests_use_the_tenants_saved_template() {
+    let f = fixture(TenantSettings::default()).await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let mine = closedloop_core::templates::RatingRequestTemplates {
+        subject: "Ticket {{ ticket.id }}: one click, please".into(),
+        ..Default::default()
+    };
+    mine.check().unwrap();
+    closedloop_core::templates::save_rating_request_templates(
+        f.store.as_ref(),
+        &tenant,
+        Some(&mine),
+    )
+    .await
+    .unwrap();
+    let sent = f.close_another("77").await;
+    assert_eq!(sent[0].subject, "Ticket 77: one click, please");
+}

@@ -161,7 +161,11 @@ async fn recipients(
         let agent_id = snapshot_agent
             .as_ref()
             .map(|a| a.id.as_str().to_string())
-            .or_else(|| cause.data["review"]["agent_id"].as_str().map(str::to_string));
+            .or_else(|| {
+                cause.data["review"]["agent_id"]
+                    .as_str()
+                    .map(str::to_string)
+            });
         if let Some(agent) = agent_id.and_then(|id| agents.iter().find(|a| a.id.as_str() == id)) {
             wanted.push(agent.email.clone());
         }
@@ -320,12 +324,7 @@ pub async fn execute(
                         headers: vec![],
                     })
                     .await
-                    .map(|id| {
-                        format!(
-                            "email sent to {} (message {id})",
-                            recipients.send.len()
-                        )
-                    })
+                    .map(|id| format!("email sent to {} (message {id})", recipients.send.len()))
                     .map_err(AutomationError::from),
                 Err(e) => Ok(format!("not sent: {e}")),
             }

@@ -454,12 +454,8 @@ async fn deliver(
         "choices": choices(request, links, now),
         "unsubscribe_url": unsubscribe_url,
     });
-    let rendered = templates::render_email(
-        templates::RATING_REQUEST_SUBJECT,
-        templates::RATING_REQUEST_TEXT,
-        templates::RATING_REQUEST_HTML,
-        &context,
-    )?;
+    let saved = templates::rating_request_templates(store, tenant).await?;
+    let rendered = templates::render_email(&saved.subject, &saved.text, &saved.html, &context)?;
     mailer
         .send(&OutgoingEmail {
             to: vec![ticket.contact.email.clone()],

@@ -4,6 +4,8 @@
 use minijinja::{AutoEscape, Environment};
 use serde::Serialize;
 
+use crate::keys;
+
 pub const RATING_REQUEST_SUBJECT: &str = r#"How did we do with "{{ ticket.subject }}"?"#;
 
 pub const RATING_REQUEST_TEXT: &str = r#"Hi {{ contact.name }},
@@ -53,8 +55,15 @@ pub struct RenderedEmail {
     pub html: String,
 }
 
+/// Template work allowed per render: plenty for an email, but a tenant's endless loop stops.
+const FUEL: u64 = 50_000;
+/// Largest template source a tenant may store, per part.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    // No template loader: `include`, `import` and `extends` find nothing.
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
             AutoEscape::Html
@@ -91,9 +100,167 @@ pub fn render_email<C: Serialize>(
     })
 }
 
+/// The rating-request email a tenant has saved (or the defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingRequestTemplates {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Default for RatingRequestTemplates {
+    fn default() -> Self {
+        RatingRequestTemplates {
+            subject: RATING_REQUEST_SUBJECT.into(),
+            text: RATING_REQUEST_TEXT.into(),
+            html: RATING_REQUEST_HTML.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateCheckError {
+    #[error("{0} is {1} bytes; the limit is {MAX_TEMPLATE_BYTES}")]
+    TooLarge(&'static str, usize),
+    #[error(transparent)]
+    Broken(#[from] TemplateError),
+    #[error(
+        "the {0} part must contain the unsubscribe link ({{{{ unsubscribe_url }}}}); every rating request carries one"
+    )]
+    NoUnsubscribe(&'static str),
+    #[error(
+        "the {0} part must show the rating choices (loop over {{{{ choices }}}} and use choice.url)"
+    )]
+    NoChoices(&'static str),
+}
+
+/// What a rating-request template can use. The sample values are what `check` renders with.
+pub fn sample_context(kind: crate::domain::SurveyKind) -> serde_json::Value {
+    let choices: Vec<serde_json::Value> = match kind {
+        crate::domain::SurveyKind::Csat => ["Good", "Okay", "Bad"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| serde_json::json!({"label": l, "url": format!("https://example.invalid/r/choice-{i}"), "color": "#16a34a"}))
+            .collect(),
+        crate::domain::SurveyKind::Nps => (0..=10)
+            .map(|n| serde_json::json!({"label": n.to_string(), "url": format!("https://example.invalid/r/choice-{n}"), "color": "#16a34a"}))
+            .collect(),
+    };
+    serde_json::json!({
+        "brand": { "name": "Acme Support", "color": "#2563eb" },
+        "ticket": { "id": "1001", "subject": "Printer jams", "url": "https://helpdesk.example/tickets/1001" },
+        "contact": { "name": "Bob Stone" },
+        "agent_name": "Alice Meyer",
+        "choices": choices,
+        "unsubscribe_url": "https://example.invalid/u/unsubscribe-token",
+    })
+}
+
+impl RatingRequestTemplates {
+    /// Refuses templates that would break sends: too big, not rendering (syntax, undefined
+    /// filters, running out of fuel) for CSAT or NPS, or missing the choices or the unsubscribe
+    /// link in either body.
+    pub fn check(&self) -> Result<(), TemplateCheckError> {
+        for (part, source) in [
+            ("subject", &self.subject),
+            ("text", &self.text),
+            ("html", &self.html),
+        ] {
+            if source.len() > MAX_TEMPLATE_BYTES {
+                return Err(TemplateCheckError::TooLarge(part, source.len()));
+            }
+        }
+        for kind in [
+            crate::domain::SurveyKind::Csat,
+            crate::domain::SurveyKind::Nps,
+        ] {
+            let rendered =
+                render_email(&self.subject, &self.text, &self.html, &sample_context(kind))?;
+            for (part, body) in [("text", &rendered.text), ("html", &rendered.html)] {
+                // Markers without '/', which HTML escaping rewrites.
+                if !body.contains("unsubscribe-token") {
+                    return Err(TemplateCheckError::NoUnsubscribe(part));
+                }
+                if !body.contains("choice-1") {
+                    return Err(TemplateCheckError::NoChoices(part));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn templates_key(tenant: &crate::ids::TenantId) -> crate::store::Key {
+    crate::store::Key::new(keys::tenant_prefix(tenant), "TEMPLATE#rating_request")
+}
+
+/// The tenant's rating-request templates, or the defaults.
+pub async fn rating_request_templates(
+    store: &dyn crate::store::ItemStore,
+    tenant: &crate::ids::TenantId,
+) -> Result<RatingRequestTemplates, crate::store::StoreError> {
+    Ok(match store.get(&templates_key(tenant)).await? {
+        Some(item) => crate::records::read_record(&item)?,
+        None => RatingRequestTemplates::default(),
+    })
+}
+
+/// Saves checked templates; `None` goes back to the defaults.
+pub async fn save_rating_request_templates(
+    store: &dyn crate::store::ItemStore,
+    tenant: &crate::ids::TenantId,
+    templates: Option<&RatingRequestTemplates>,
+) -> Result<(), crate::store::StoreError> {
+    match templates {
+        Some(t) => {
+            store
+                .put(
+                    crate::records::record_item(&templates_key(tenant), "template", t),
+                    None,
+                )
+                .await
+        }
+        None => store.delete(&templates_key(tenant), None).await.map(|_| ()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_defaults_pass_their_own_check() {
+        RatingRequestTemplates::default().check().unwrap();
+    }
+
+    #[test]
+    fn templates_that_would_break_sends_are_refused() {
+        let base = RatingRequestTemplates::default();
+        let no_unsubscribe = RatingRequestTemplates {
+            text: "{% for c in choices %}{{ c.url }}{% endfor %}".into(),
+            ..base.clone()
+        };
+        assert!(matches!(
+            no_unsubscribe.check(),
+            Err(TemplateCheckError::NoUnsubscribe("text"))
+        ));
+        let endless = RatingRequestTemplates {
+            html:
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                    .into(),
+            ..base.clone()
+        };
+        assert!(matches!(
+            endless.check(),
+            Err(TemplateCheckError::Broken(_))
+        ));
+        let sneaky = RatingRequestTemplates {
+            html: "{% include 'secrets.txt' %}".into(),
+            ..base.clone()
+        };
+        assert!(matches!(sneaky.check(), Err(TemplateCheckError::Broken(_))));
+    }
 
     #[test]
     fn html_is_escaped_but_text_is_not_and_subjects_stay_on_one_line() {
