@@ -99,6 +99,21 @@ async fn outbox_len(store: &dyn ItemStore) -> usize {
 }
 
 #[tokio::test]
+async fn a_resolved_ticket_counts_as_closed() {
+    let f = fixture().await;
+    let body = delivery("d-r").replace("ticket.closed", "ticket.resolved");
+    let (status, answer) = post(
+        &f.app,
+        "/webhooks/acme/generic",
+        sign(&f.secret, &body),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["type"], "ticket.closed");
+}
+
+#[tokio::test]
 async fn a_signed_delivery_is_accepted_once_and_a_redelivery_does_nothing() {
     let f = fixture().await;
     let body = delivery("d-1");

@@ -38,7 +38,10 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
     let delivery: GenericDelivery =
         serde_json::from_slice(body).map_err(|e| IngestError::BadBody(e.to_string()))?;
     let delivery_id = key_part("delivery_id", &delivery.delivery_id)?;
-    let event_type = match EventType::parse(&delivery.event_type) {
+    // Helpdesks that resolve rather than close: a resolved ticket asks for a rating the same way.
+    let event_type = match EventType::parse(&delivery.event_type)
+        .or((delivery.event_type == "ticket.resolved").then_some(EventType::TicketClosed))
+    {
         Some(
             t @ (EventType::TicketCreated
             | EventType::TicketClosed
