@@ -5,7 +5,9 @@
 //! secret set on the Typeform webhook. Typeform sends no delivery timestamp; deduplication on
 //! `event_id` and the review's version guard stop replays.
 //!
-//! Mapping: the score is the first answer to a question of type `nps`; the comment is the first
+//! Mapping: the score is the first answer to a question of type `nps` (NPS), else to a
+//! 1-5 star question of type `rating` (CSAT, as Delighted's: 4-5 positive, 3 neutral, 1-2
+//! negative); the comment is the first
 //! `long_text` (else `short_text`) answer; the respondent is hidden field `email` (else the
 //! first `email` answer); hidden field `ticket_id` names the helpdesk ticket.
 
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{Delivery, Headers, IngestError, SurveyResponse, key_part};
-use crate::domain::{Comment, Email, NpsScore, Rating};
+use crate::domain::{Comment, CsatValue, Email, NpsScore, Rating};
 use crate::ids::TicketId;
 use crate::signature::{Proof, SignatureError};
 
@@ -92,21 +94,38 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
         .form_response
         .ok_or_else(|| IngestError::missing("form_response"))?;
     let of_kind = |kind: &str| response.answers.iter().find(|a| a.field.kind == kind);
-    let score = of_kind("nps").and_then(|a| a.number).ok_or_else(|| {
-        IngestError::invalid(
-            "form_response.answers",
-            "no answer to an NPS question (field type `nps`)",
-        )
-    })?;
-    let score = u8::try_from(score)
-        .ok()
-        .and_then(|s| NpsScore::new(s).ok())
-        .ok_or_else(|| {
-            IngestError::invalid(
+    let rating = match (
+        of_kind("nps").and_then(|a| a.number),
+        of_kind("rating").and_then(|a| a.number),
+    ) {
+        (Some(score), _) => u8::try_from(score)
+            .ok()
+            .and_then(|s| NpsScore::new(s).ok())
+            .map(Rating::Nps)
+            .ok_or_else(|| {
+                IngestError::invalid(
+                    "form_response.answers",
+                    format!("NPS score {score} is not 0-10"),
+                )
+            })?,
+        (None, Some(stars)) => Rating::Csat(match stars {
+            1 | 2 => CsatValue::Negative,
+            3 => CsatValue::Neutral,
+            4 | 5 => CsatValue::Positive,
+            other => {
+                return Err(IngestError::invalid(
+                    "form_response.answers",
+                    format!("a rating of {other} is not 1-5 stars"),
+                ));
+            }
+        }),
+        (None, None) => {
+            return Err(IngestError::invalid(
                 "form_response.answers",
-                format!("NPS score {score} is not 0-10"),
-            )
-        })?;
+                "no answer to an NPS question (field type `nps`) or a 1-5 star question (`rating`)",
+            ));
+        }
+    };
     let comment = of_kind("long_text")
         .or_else(|| of_kind("short_text"))
         .and_then(|a| a.text.as_deref());
@@ -130,7 +149,7 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
     Ok(Delivery::Response(SurveyResponse {
         delivery_id,
         response_id: key_part("form_response.token", &response.token)?,
-        rating: Rating::Nps(score),
+        rating,
         comment: Comment::parse(comment.unwrap_or(""))
             .map_err(|e| IngestError::invalid("comment", e))?,
         respondent_email,
@@ -176,6 +195,27 @@ mod tests {
         assert_eq!(r.ticket_id.unwrap().as_str(), "1001");
         assert_eq!(r.response_id, "x71for1wr6irs2rx71fotn12b3izh25v");
         assert_eq!(r.delivery_id, "01EK4R5PFZZP6C8H14RTP4YW6C");
+    }
+
+    #[test]
+    fn a_star_rating_is_a_csat_answer() {
+        for (stars, expected) in [
+            (5, CsatValue::Positive),
+            (3, CsatValue::Neutral),
+            (1, CsatValue::Negative),
+        ] {
+            let mut body = submission();
+            body["form_response"]["answers"][0] = serde_json::json!(
+                {"type": "number", "number": stars, "field": {"id": "r1", "type": "rating", "ref": "stars"}});
+            let Delivery::Response(r) = parse(body.to_string().as_bytes()).unwrap() else {
+                panic!("a response")
+            };
+            assert_eq!(r.rating, Rating::Csat(expected), "{stars} stars");
+        }
+        let mut body = submission();
+        body["form_response"]["answers"][0] = serde_json::json!(
+            {"type": "number", "number": 7, "field": {"id": "r1", "type": "rating", "ref": "stars"}});
+        assert!(parse(body.to_string().as_bytes()).is_err(), "7 stars of 5");
     }
 
     #[test]
