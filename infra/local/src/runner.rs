@@ -26,6 +26,8 @@ use crate::{sandbox, setup};
 pub const BUILT_IN_TEMPLATE: &str = include_str!("../../../template.yaml");
 const RELAY_CONSUMER: &str = "event-relay";
 const RELAY_BATCH: usize = 100;
+/// How long the relay lets events gather after a partial batch (delivery latency it adds).
+const RELAY_LINGER: Duration = Duration::from_millis(10);
 
 #[derive(Clone)]
 pub struct RunnerConfig {
@@ -284,6 +286,9 @@ async fn relay_loop(
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+            // A partial batch: let the next events gather for a moment instead of reading the
+            // stream and moving the checkpoint (a write) again for every commit that lands.
+            Ok(n) if n < RELAY_BATCH => tokio::time::sleep(RELAY_LINGER).await,
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, "relaying the outbox failed; retrying");
