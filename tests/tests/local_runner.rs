@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use closedloop_core::ports::ManualClock;
+use reqwest::Method;
 
 use closedloop::runner::{self, RunnerConfig, RunnerError, Running};
 use closedloop_core::domain::{CsatValue, Rating};
@@ -161,6 +162,24 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
     first.shutdown().await;
 }
 
+/// Calls the demo tenant's admin API; the status and the JSON answer (`null` if none).
+async fn admin(
+    running: &Running,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}/admin/v1{path}", running.info.base_url))
+        .bearer_auth(&running.info.tenant.api_key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
 fn review_alerts(dir: &Path) -> Vec<String> {
     outbox(dir)
         .into_iter()
@@ -184,26 +203,10 @@ async fn a_rating_and_comment_settle_into_one_review_received_after_the_window()
     let running = start_with_clock(&dir, clock.clone()).await;
     let base = &running.info.base_url;
     // The admin asks for requests two hours after the close.
-    let admin = reqwest::Client::new();
-    let auth = format!("Bearer {}", running.info.tenant.api_key);
-    let mut settings: serde_json::Value = admin
-        .get(format!("{base}/admin/v1/settings"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, mut settings) = admin(&running, Method::GET, "/settings", None).await;
     settings["survey_delay_hours"] = 2.into();
-    let put = admin
-        .put(format!("{base}/admin/v1/settings"))
-        .header("authorization", &auth)
-        .json(&settings)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    let (status, _) = admin(&running, Method::PUT, "/settings", Some(settings)).await;
+    assert_eq!(status, 200);
     customer()
         .post(format!("{base}/sandbox/tickets/1001/close"))
         .send()
@@ -342,43 +345,28 @@ async fn a_scanner_opening_every_link_records_nothing() {
 async fn an_agent_re_requests_a_rating_and_the_old_links_stop_working() {
     let dir = temp_dir();
     let running = start_demo(&dir).await;
-    let base = running.info.base_url.clone();
-    let auth = format!("Bearer {}", running.info.tenant.api_key);
-    let admin = reqwest::Client::new();
     let http = customer();
     let first = close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
     let old_negative = first.iter().find(|l| link_value(l) == "negative").unwrap();
     http.get(old_negative).send().await.unwrap();
-    let review: serde_json::Value = admin
-        .get(format!("{base}/admin/v1/tickets/1001/review"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, review) = admin(&running, Method::GET, "/tickets/1001/review", None).await;
     assert_eq!(review["rating"]["value"], "negative", "{review}");
     assert_eq!(review["status"], "counted", "{review}");
     // Staff can read the rating, but nothing lets them change it.
-    let put = admin
-        .put(format!("{base}/admin/v1/tickets/1001/review"))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({ "rating": "positive" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 405);
+    let change = serde_json::json!({ "rating": "positive" });
+    let (status, _) = admin(&running, Method::PUT, "/tickets/1001/review", Some(change)).await;
+    assert_eq!(status, 405);
 
     // The agent fixed the printer for real, and asks again.
-    let asked = admin
-        .post(format!("{base}/admin/v1/tickets/1001/rating-requests"))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({ "requested_by": "a-alice" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 202);
+    let by = serde_json::json!({ "requested_by": "a-alice" });
+    let (status, _) = admin(
+        &running,
+        Method::POST,
+        "/tickets/1001/rating-requests",
+        Some(by),
+    )
+    .await;
+    assert_eq!(status, 202);
     running.drain().await.unwrap();
     let requests: Vec<_> = outbox(&dir)
         .into_iter()
@@ -391,24 +379,17 @@ async fn an_agent_re_requests_a_rating_and_the_old_links_stop_working() {
     assert_eq!(old.status(), 404, "the old links are superseded");
     let new_positive = second.iter().find(|l| link_value(l) == "positive").unwrap();
     assert_eq!(http.get(new_positive).send().await.unwrap().status(), 200);
-    let review: serde_json::Value = admin
-        .get(format!("{base}/admin/v1/tickets/1001/review"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, review) = admin(&running, Method::GET, "/tickets/1001/review", None).await;
     assert_eq!(review["rating"]["value"], "positive", "{review}");
 
-    let unknown = admin
-        .post(format!("{base}/admin/v1/tickets/9999/rating-requests"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
+    let (status, _) = admin(
+        &running,
+        Method::POST,
+        "/tickets/9999/rating-requests",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
     running.shutdown().await;
 }
 
@@ -417,19 +398,8 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
     let dir = temp_dir();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let running = start_with_clock(&dir, clock.clone()).await;
-    let base = running.info.base_url.clone();
-    let auth = format!("Bearer {}", running.info.tenant.api_key);
-    let admin = reqwest::Client::new();
     // Alice asks for emails, Mark switched them off (see /admin/v1/agents).
-    let agents: serde_json::Value = admin
-        .get(format!("{base}/admin/v1/agents"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, agents) = admin(&running, Method::GET, "/agents", None).await;
     assert_eq!(agents.as_array().unwrap().len(), 2, "{agents}");
     // Ticket 1001 is Alice's, 1003 is Mark's; both customers answer.
     for (ticket, contact) in [
@@ -457,15 +427,7 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
     );
     assert!(to_lead_only.contains("team-lead@demo.example"));
 
-    let audit: serde_json::Value = admin
-        .get(format!("{base}/admin/v1/tickets/1003/audit"))
-        .header("authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, audit) = admin(&running, Method::GET, "/tickets/1003/audit", None).await;
     let suppressed: Vec<_> = audit
         .as_array()
         .unwrap()
@@ -476,14 +438,10 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
     assert_eq!(suppressed[0]["agent_id"], "a-mark");
 
     // Mark switches notifications on: the next review reaches him.
-    let put = admin
-        .put(format!("{base}/admin/v1/agents/a-mark"))
-        .header("authorization", &auth)
-        .json(&serde_json::json!({ "name": "Mark Chen", "email": "mark@demo.example", "email_notifications": true }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    let mark = serde_json::json!({ "name": "Mark Chen", "email": "mark@demo.example",
+        "email_notifications": true });
+    let (status, _) = admin(&running, Method::PUT, "/agents/a-mark", Some(mark)).await;
+    assert_eq!(status, 200);
     let links = close_and_read_links(&running, &dir, "1004", "erin@contoso.example").await;
     let negative = links.iter().find(|l| link_value(l) == "negative").unwrap();
     customer().get(negative).send().await.unwrap();

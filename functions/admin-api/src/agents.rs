@@ -7,8 +7,8 @@ use axum::routing::{get, put};
 use closedloop_core::domain::{Agent, Email};
 use closedloop_core::ids::AgentId;
 use closedloop_core::keys;
-use closedloop_core::records::{read_record, record_item};
-use closedloop_core::store::{Query, SortKeyCondition};
+use closedloop_core::records::record_item;
+use closedloop_core::tenancy;
 use closedloop_http::{ApiError, Json};
 use serde::Deserialize;
 
@@ -24,21 +24,10 @@ async fn list(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
 ) -> Result<Json<Vec<Agent>>, ApiError> {
-    let page = state
-        .store
-        .query(
-            Query::partition(keys::tenant_prefix(&tenant))
-                .sk(SortKeyCondition::BeginsWith("AGENT#".into()))
-                .limit(1000),
-        )
+    tenancy::list_agents(state.store.as_ref(), &tenant)
         .await
-        .map_err(store_error)?;
-    Ok(Json(
-        page.items
-            .iter()
-            .filter_map(|i| read_record(i).ok())
-            .collect(),
-    ))
+        .map(Json)
+        .map_err(store_error)
 }
 
 #[derive(Deserialize)]

@@ -5,11 +5,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use closedloop_core::automation;
 use closedloop_core::ids::TicketId;
-use closedloop_core::keys;
 use closedloop_core::ratings::{self, StoredReview};
-use closedloop_core::records::read_record;
-use closedloop_core::store::Query;
 use closedloop_core::surveys::{self, ReRequested, SurveyError};
 use closedloop_http::{ApiError, Json};
 use serde::Deserialize;
@@ -54,17 +52,10 @@ async fn audit(
     Path(ticket): Path<String>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
     let ticket = ticket_id(&ticket)?;
-    let page = state
-        .store
-        .query(Query::partition(keys::audit_partition(&tenant, &ticket)).limit(500))
+    automation::audit_trail(state.store.as_ref(), &tenant, &ticket)
         .await
-        .map_err(store_error)?;
-    Ok(Json(
-        page.items
-            .iter()
-            .filter_map(|i| read_record(i).ok())
-            .collect(),
-    ))
+        .map(Json)
+        .map_err(store_error)
 }
 
 #[derive(Deserialize, Default)]

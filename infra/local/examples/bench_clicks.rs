@@ -117,56 +117,28 @@ impl Measured {
     }
 }
 
-/// As fast as `connections` keep-alive connections go, over `paths` (each once), capped in time.
-async fn throughput(
-    addr: SocketAddr,
-    paths: Arc<Vec<String>>,
-    connections: usize,
-    limit: Duration,
-) -> Measured {
-    let next = Arc::new(AtomicUsize::new(0));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let (paths, next, ok) = (paths.clone(), next.clone(), ok.clone());
-        tasks.spawn(async move {
-            let mut connection = Connection::open(addr).await;
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= paths.len() || start.elapsed() > limit {
-                    return latencies;
-                }
-                let sent = Instant::now();
-                if connection.get(&paths[i]).await == 200 {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                latencies.push(sent.elapsed().as_micros() as u64);
-            }
-        });
-    }
-    let mut latencies_us = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        latencies_us.extend(done.expect("load task"));
-    }
-    Measured {
-        requests: latencies_us.len(),
-        ok: ok.load(Ordering::Relaxed),
-        seconds: start.elapsed().as_secs_f64(),
-        latencies_us,
-    }
+/// How requests are sent.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// As fast as the connections go, for at most this long; timed from sending.
+    Max(Duration),
+    /// One request every 1/rate s, timed from its scheduled moment (open loop: a slow server
+    /// cannot hide its queue).
+    Fixed(usize),
 }
 
-/// Requests scheduled at a fixed rate, each timed from its scheduled moment.
-async fn fixed_rate(
+/// Sends each of `paths` once over `connections` keep-alive connections.
+async fn load(
     addr: SocketAddr,
     paths: Arc<Vec<String>>,
     connections: usize,
-    rate: usize,
+    pace: Pace,
 ) -> Measured {
-    let start = Instant::now() + Duration::from_millis(50);
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    // A fixed schedule starts a moment ahead, once every connection is open.
+    let start = match pace {
+        Pace::Max(_) => Instant::now(),
+        Pace::Fixed(_) => Instant::now() + Duration::from_millis(50),
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let ok = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -180,12 +152,19 @@ async fn fixed_rate(
                 if i >= paths.len() {
                     return latencies;
                 }
-                let due = start + interval * i as u32;
-                tokio::time::sleep_until(due.into()).await;
+                let timed_from = match pace {
+                    Pace::Max(limit) if start.elapsed() > limit => return latencies,
+                    Pace::Max(_) => Instant::now(),
+                    Pace::Fixed(rate) => {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                };
                 if connection.get(&paths[i]).await == 200 {
                     ok.fetch_add(1, Ordering::Relaxed);
                 }
-                latencies.push(due.elapsed().as_micros() as u64);
+                latencies.push(timed_from.elapsed().as_micros() as u64);
             }
         });
     }
@@ -279,22 +258,34 @@ async fn main() {
     let health: Arc<Vec<String>> = Arc::new(vec!["/admin/v1/health".to_string(); 2_000_000]);
     let limit = Duration::from_secs(seconds as u64 * 3);
     let (click_paths, paced_paths) = links_by_survey.split_at(clicks);
-    let health_max = throughput(
+    let health_max = load(
         addr,
         health.clone(),
         connections,
-        Duration::from_secs(seconds as u64),
+        Pace::Max(Duration::from_secs(seconds as u64)),
     )
     .await;
-    let clicks_max = throughput(addr, Arc::new(click_paths.to_vec()), connections, limit).await;
-    let health_paced = fixed_rate(
+    let clicks_max = load(
+        addr,
+        Arc::new(click_paths.to_vec()),
+        connections,
+        Pace::Max(limit),
+    )
+    .await;
+    let health_paced = load(
         addr,
         Arc::new(vec!["/admin/v1/health".to_string(); paced]),
         connections,
-        rate,
+        Pace::Fixed(rate),
     )
     .await;
-    let clicks_paced = fixed_rate(addr, Arc::new(paced_paths.to_vec()), connections, rate).await;
+    let clicks_paced = load(
+        addr,
+        Arc::new(paced_paths.to_vec()),
+        connections,
+        Pace::Fixed(rate),
+    )
+    .await;
 
     running.drain().await.expect("drain");
     let mut stored = 0;

@@ -13,9 +13,7 @@ use crate::keys;
 use crate::outbox::outbox_put;
 use crate::ports::{MailError, Mailer, OutgoingEmail};
 use crate::records::{read_record, record_item};
-use crate::store::{
-    CancelReason, Condition, Item, ItemStore, Key, Query, SortKeyCondition, StoreError, WriteOp,
-};
+use crate::store::{Condition, Item, ItemStore, Key, Query, SortKeyCondition, StoreError, WriteOp};
 use crate::templates;
 
 #[derive(Debug, thiserror::Error)]
@@ -134,21 +132,7 @@ async fn recipients(
     to: &[Email],
     to_ticket_agent: bool,
 ) -> Result<Recipients, StoreError> {
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut page = Query::partition(keys::tenant_prefix(&cause.tenant_id))
-        .sk(SortKeyCondition::BeginsWith("AGENT#".into()));
-    loop {
-        let found = store.query(page.clone()).await?;
-        for item in &found.items {
-            if let Ok(agent) = read_record::<Agent>(item) {
-                agents.push(agent);
-            }
-        }
-        match found.last_evaluated {
-            Some(last) => page = page.start_after(Some(last)),
-            None => break,
-        }
-    }
+    let mut agents = crate::tenancy::list_agents(store, &cause.tenant_id).await?;
     let snapshot_agent: Option<Agent> =
         serde_json::from_value(cause.data["ticket"]["agent"].clone()).ok();
     if let Some(agent) = &snapshot_agent
@@ -189,6 +173,22 @@ async fn recipients(
         }
     }
     Ok(recipients)
+}
+
+/// Every audit entry of a ticket, oldest first (up to 500).
+pub async fn audit_trail(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    ticket: &crate::ids::TicketId,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let page = store
+        .query(Query::partition(keys::audit_partition(tenant, ticket)).limit(500))
+        .await?;
+    Ok(page
+        .items
+        .iter()
+        .filter_map(|i| read_record(i).ok())
+        .collect())
 }
 
 fn audit_item(event: &EventEnvelope, at: DateTime<Utc>, entry: serde_json::Value) -> Option<Item> {
@@ -261,11 +261,7 @@ pub async fn evaluate(
         }
         match store.transact_write(ops).await {
             Ok(()) => verdicts.push((rule.id, verdict)),
-            Err(StoreError::TransactionCanceled { reasons })
-                if matches!(
-                    reasons.first(),
-                    Some(Some(CancelReason::ConditionFailed(_)))
-                ) => {}
+            Err(e) if e.condition_failed_at(0) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -70,12 +70,6 @@ pub struct Recorded {
     pub change_refused: bool,
 }
 
-impl Recorded {
-    pub fn changed(&self) -> bool {
-        self.outcome == Outcome::Saved { changed: true }
-    }
-}
-
 const RECEIVED_AT: &str = "received_at";
 /// `link`, `form`, or `held` (awaiting a person's confirmation).
 const CONFIRMATION: &str = "confirmation";
@@ -311,6 +305,16 @@ pub async fn submit(
                 serde_json::json!({ "review": review, "previous_rating": previous.as_ref().filter(|_| !was_held).map(|p| p.rating) }),
             );
             writes.push(outbox_put(&event, now));
+            // review.received or review.comment_added, caused by this review.recorded.
+            let follow_up = |event_type| {
+                let follow = event.caused(
+                    event_type,
+                    now,
+                    None,
+                    serde_json::json!({ "review": review }),
+                );
+                outbox_put(&follow, now)
+            };
             match received_at {
                 Some(at) => {
                     item.insert(RECEIVED_AT.into(), at);
@@ -320,13 +324,7 @@ pub async fn submit(
                             .as_ref()
                             .is_some_and(|p| p.comment != review.comment)
                     {
-                        let added = event.caused(
-                            EventType::ReviewCommentAdded,
-                            now,
-                            None,
-                            serde_json::json!({ "review": review }),
-                        );
-                        writes.push(outbox_put(&added, now));
+                        writes.push(follow_up(EventType::ReviewCommentAdded));
                     }
                 }
                 None => {
@@ -339,13 +337,7 @@ pub async fn submit(
                     }
                     if window.is_zero() {
                         item.insert(RECEIVED_AT.into(), Value::S(keys::sortable_time(now)));
-                        let received = event.caused(
-                            EventType::ReviewReceived,
-                            now,
-                            None,
-                            serde_json::json!({ "review": review }),
-                        );
-                        writes.push(outbox_put(&received, now));
+                        writes.push(follow_up(EventType::ReviewReceived));
                     } else {
                         // `settle_reviews` emits review.received once the window has passed.
                         item.insert(

@@ -382,6 +382,11 @@ impl StoreError {
     pub fn is_condition_failure(&self) -> bool {
         matches!(self, StoreError::ConditionFailed { .. })
     }
+    /// True when a transaction was cancelled because operation `n`'s condition failed.
+    pub fn condition_failed_at(&self, n: usize) -> bool {
+        matches!(self, StoreError::TransactionCanceled { reasons }
+            if matches!(reasons.get(n), Some(Some(CancelReason::ConditionFailed(_)))))
+    }
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient(_))
     }

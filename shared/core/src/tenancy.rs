@@ -233,3 +233,25 @@ pub async fn list_tenants(store: &dyn ItemStore) -> Result<Vec<TenantId>, StoreE
         }
     }
 }
+
+/// The tenant's agent directory (`AGENT#` items), every page of it.
+pub async fn list_agents(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+) -> Result<Vec<crate::domain::Agent>, StoreError> {
+    let mut agents = Vec::new();
+    let mut query = Query::partition(keys::tenant_prefix(tenant))
+        .sk(crate::store::SortKeyCondition::BeginsWith("AGENT#".into()));
+    loop {
+        let page = store.query(query.clone()).await?;
+        agents.extend(
+            page.items
+                .iter()
+                .filter_map(|i| crate::records::read_record(i).ok()),
+        );
+        match page.last_evaluated {
+            Some(last) => query = query.start_after(Some(last)),
+            None => return Ok(agents),
+        }
+    }
+}

@@ -11,7 +11,7 @@ use crate::ids::TenantId;
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::ratings::RatingError;
-use crate::store::{CancelReason, Condition, ItemStore, StoreError, Value, WriteOp};
+use crate::store::{Condition, ItemStore, StoreError, Value, WriteOp};
 use crate::surveys;
 use crate::tenancy;
 use crate::tokens::TokenKeyring;
@@ -109,14 +109,7 @@ pub async fn unsubscribe(
         .await;
     let already = match written {
         Ok(()) => false,
-        Err(StoreError::TransactionCanceled { reasons })
-            if matches!(
-                reasons.first(),
-                Some(Some(CancelReason::ConditionFailed(_)))
-            ) =>
-        {
-            true
-        }
+        Err(e) if e.condition_failed_at(0) => true,
         Err(e) => return Err(e.into()),
     };
     Ok(Unsubscribing {

@@ -10,7 +10,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::tickets::{dedupe_item, first_condition_failed, nth_condition_failed};
+use super::tickets::dedupe_item;
 use super::{IngestError, IngestOutcome, Source, SurveyResponse};
 use crate::accounts;
 use crate::contacts;
@@ -138,8 +138,8 @@ pub(super) async fn record(
                     event_type: EventType::ReviewRecorded,
                 };
             }
-            Err(e) if first_condition_failed(&e) => break IngestOutcome::Duplicate,
-            Err(e) if nth_condition_failed(&e, 1) && attempt < WRITE_ATTEMPTS => continue,
+            Err(e) if e.condition_failed_at(0) => break IngestOutcome::Duplicate,
+            Err(e) if e.condition_failed_at(1) && attempt < WRITE_ATTEMPTS => continue,
             Err(e @ StoreError::TransactionCanceled { .. }) if attempt < WRITE_ATTEMPTS => {
                 tracing::debug!(error = %e, "review write conflicted; retrying");
                 continue;

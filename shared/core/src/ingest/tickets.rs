@@ -10,9 +10,7 @@ use crate::ids::TenantId;
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::records::record_item;
-use crate::store::{
-    CancelReason, Condition, Item, ItemStore, StoreError, TTL_ATTRIBUTE, Value, WriteOp,
-};
+use crate::store::{Condition, Item, ItemStore, TTL_ATTRIBUTE, Value, WriteOp};
 
 pub(super) async fn record(
     store: &dyn ItemStore,
@@ -50,7 +48,7 @@ pub(super) async fn record(
             event_id: event.event_id,
             event_type: delivery.event_type,
         }),
-        Err(e) if first_condition_failed(&e) => Ok(IngestOutcome::Duplicate),
+        Err(e) if e.condition_failed_at(0) => Ok(IngestOutcome::Duplicate),
         Err(e) => Err(e.into()),
     }
 }
@@ -70,14 +68,4 @@ pub(super) fn dedupe_item(
         Value::n((now + Duration::days(DEDUPE_DAYS)).timestamp()),
     );
     item
-}
-
-/// True when a transaction was cancelled because its first operation's condition failed.
-pub(super) fn first_condition_failed(e: &StoreError) -> bool {
-    nth_condition_failed(e, 0)
-}
-
-pub(super) fn nth_condition_failed(e: &StoreError, n: usize) -> bool {
-    matches!(e, StoreError::TransactionCanceled { reasons }
-        if matches!(reasons.get(n), Some(Some(CancelReason::ConditionFailed(_)))))
 }
