@@ -162,6 +162,15 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
     first.shutdown().await;
 }
 
+/// One run of `survey-scheduler` (send due requests, settle reviews), and everything it causes.
+async fn scheduler_tick(running: &Running) {
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+}
+
 /// Calls the demo tenant's admin API; the status and the JSON answer (`null` if none).
 async fn admin(
     running: &Running,
@@ -221,11 +230,7 @@ async fn a_rating_and_comment_settle_into_one_review_received_after_the_window()
     };
     assert_eq!(rating_requests(), 0, "not due yet");
     clock.advance(chrono::Duration::hours(2));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
     assert_eq!(rating_requests(), 1, "sent once due");
     let links = close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
     let positive = links.iter().find(|l| link_value(l) == "positive").unwrap();
@@ -241,24 +246,12 @@ async fn a_rating_and_comment_settle_into_one_review_received_after_the_window()
 
     // Inside the 5-minute window: no review.received yet, so the demo rule has not fired.
     clock.advance(chrono::Duration::minutes(4));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
     assert!(review_alerts(&dir).is_empty());
 
     clock.advance(chrono::Duration::minutes(2));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
+    scheduler_tick(&running).await;
     let alerts = review_alerts(&dir);
     assert_eq!(alerts.len(), 1, "review.received is published once");
     assert!(
@@ -286,11 +279,7 @@ async fn a_corrected_mis_click_triggers_one_review_received_with_the_final_ratin
         .await
         .unwrap();
     clock.advance(chrono::Duration::minutes(10));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
     let alerts = review_alerts(&dir);
     assert_eq!(alerts.len(), 1);
     assert!(alerts[0].contains("Rating: positive"), "{}", alerts[0]);
@@ -329,11 +318,7 @@ async fn a_scanner_opening_every_link_records_nothing() {
         clock.advance(chrono::Duration::milliseconds(300));
     }
     clock.advance(chrono::Duration::hours(1));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
     assert!(
         review_alerts(&dir).is_empty(),
         "no review.received, so no rule ran"
@@ -411,11 +396,7 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
         assert_eq!(customer().get(positive).send().await.unwrap().status(), 200);
     }
     clock.advance(chrono::Duration::minutes(10));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
     let alerts = review_alerts(&dir);
     assert_eq!(alerts.len(), 2, "one alert per review");
     let to_alice = alerts.iter().find(|m| m.contains("#1001")).unwrap();
@@ -446,11 +427,7 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
     let negative = links.iter().find(|l| link_value(l) == "negative").unwrap();
     customer().get(negative).send().await.unwrap();
     clock.advance(chrono::Duration::minutes(10));
-    running
-        .fire_schedule("SurveySchedulerFunction")
-        .await
-        .unwrap();
-    running.drain().await.unwrap();
+    scheduler_tick(&running).await;
     let alerts = review_alerts(&dir);
     let erin = alerts.iter().find(|m| m.contains("#1004")).unwrap();
     assert!(erin.contains("mark@demo.example"), "{erin}");
