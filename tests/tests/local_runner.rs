@@ -147,7 +147,7 @@ async fn a_taken_port_or_a_store_in_use_gives_a_clear_error() {
         .expect("locked store refused");
     assert!(matches!(err, RunnerError::Store(_)), "{err}");
     assert!(
-        err.to_string().contains("store.db.lock"),
+        err.to_string().contains("store.journal.lock"),
         "the message names the lock: {err}"
     );
     // Same port, another store.

@@ -10,12 +10,12 @@ use closedloop_core::ids::TenantId;
 use closedloop_core::ports::SystemClock;
 use closedloop_core::store::ItemStore;
 use closedloop_core::tenancy;
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
-    let store: Arc<dyn ItemStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn ItemStore> = Arc::new(JournalStore::open_in_memory().unwrap());
     let now = chrono::Utc::now();
     let a = tenancy::provision_tenant(
         store.as_ref(),

@@ -11,12 +11,12 @@ use closedloop_core::ids::TenantId;
 use closedloop_core::ports::SystemClock;
 use closedloop_core::store::ItemStore;
 use closedloop_core::tenancy;
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
-    let store: Arc<dyn ItemStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn ItemStore> = Arc::new(JournalStore::open_in_memory().unwrap());
     let mut keys = Vec::new();
     for name in ["acme", "globex"] {
         let t = tenancy::provision_tenant(

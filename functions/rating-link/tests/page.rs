@@ -15,7 +15,7 @@ use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::{self, LinkSigner, ScheduleOutcome};
 use closedloop_core::tokens::TokenKeyring;
 use closedloop_core::{keys, tenancy};
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 use http_body_util::BodyExt;
 use rating_link::{RatingLinkState, router};
 use tower::ServiceExt;
@@ -60,7 +60,7 @@ fn closed(tenant: &TenantId, ticket: &str) -> EventEnvelope {
 }
 
 async fn fixture(settings: TenantSettings) -> Fixture {
-    let store: Arc<dyn ItemStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn ItemStore> = Arc::new(JournalStore::open_in_memory().unwrap());
     let tenant = TenantId::parse("acme").unwrap();
     tenancy::provision_tenant(
         store.as_ref(),

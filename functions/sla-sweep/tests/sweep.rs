@@ -7,7 +7,7 @@ use closedloop_core::ports::ManualClock;
 use closedloop_core::records::record_item;
 use closedloop_core::store::{Index, ItemStore, Key, Query, Value};
 use closedloop_core::{keys, tenancy};
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 
 async fn open_case(store: &dyn ItemStore, tenant: &TenantId, deadline: chrono::DateTime<Utc>) {
     let case = Case {
@@ -39,7 +39,7 @@ async fn open_case(store: &dyn ItemStore, tenant: &TenantId, deadline: chrono::D
 
 #[tokio::test]
 async fn due_cases_are_breached_once_and_future_ones_are_not_read() {
-    let store = SqliteStore::open_in_memory().unwrap();
+    let store = JournalStore::open_in_memory().unwrap();
     let tenant = TenantId::parse("acme").unwrap();
     let now = Utc::now();
     tenancy::provision_tenant(

@@ -10,7 +10,7 @@ use closedloop_core::ports::{Clock, SystemClock};
 use closedloop_core::signature::sign_timestamped;
 use closedloop_core::store::{ItemStore, Query};
 use closedloop_core::{keys, tenancy};
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use webhooks::{WebhooksState, router};
@@ -22,7 +22,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let store: Arc<dyn ItemStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn ItemStore> = Arc::new(JournalStore::open_in_memory().unwrap());
     let t = tenancy::provision_tenant(
         store.as_ref(),
         TenantId::parse("acme").unwrap(),

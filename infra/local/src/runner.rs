@@ -11,7 +11,7 @@ use axum::routing::any_service;
 use closedloop_core::ports::{Clock, SystemClock};
 use closedloop_core::store::ItemStore;
 use closedloop_embedded::outbox_mailer::OutboxMailer;
-use closedloop_embedded::{OpenError, SqliteStore};
+use closedloop_embedded::{OpenError, JournalStore};
 use closedloop_eventpattern::pattern::EventPattern;
 use closedloop_eventpattern::template::{Routes, TemplateError};
 use tokio::sync::watch;
@@ -94,7 +94,7 @@ pub struct StartupInfo {
 pub struct Running {
     pub addr: SocketAddr,
     pub info: StartupInfo,
-    pub store: SqliteStore,
+    pub store: JournalStore,
     pub functions: Arc<Functions>,
     bus: Arc<LocalBus>,
     stream: Arc<StreamFeed>,
@@ -112,8 +112,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError + '_ {
 pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
     let routes = Routes::from_template_yaml(&config.template_yaml)?;
     std::fs::create_dir_all(&config.data_dir).map_err(io_err(&config.data_dir))?;
-    let store_path = config.data_dir.join("store.db");
-    let store = SqliteStore::open(&store_path)?;
+    let store_path = config.data_dir.join("store.journal");
+    let store = JournalStore::open(&store_path)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| RunnerError::Bind {
@@ -267,7 +267,7 @@ fn http_app(
 /// Feeds new outbox records to `event-relay`, as the table's stream does in AWS. The checkpoint
 /// moves only after the bus has delivered a batch, so a crash replays instead of losing.
 async fn relay_loop(
-    store: SqliteStore,
+    store: JournalStore,
     functions: Arc<Functions>,
     bus: Arc<LocalBus>,
     stream: Arc<StreamFeed>,
@@ -307,7 +307,7 @@ pub(crate) struct StreamFeed {
 
 /// Relays one batch; returns how many records it consumed.
 pub(crate) async fn relay_once(
-    store: &SqliteStore,
+    store: &JournalStore,
     functions: &Functions,
     bus: &LocalBus,
     stream: &StreamFeed,
@@ -343,7 +343,7 @@ pub(crate) async fn relay_once(
     Ok((checkpoint - after) as usize)
 }
 
-async fn purge_loop(store: SqliteStore, clock: Arc<dyn Clock>, mut stopped: watch::Receiver<bool>) {
+async fn purge_loop(store: JournalStore, clock: Arc<dyn Clock>, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}

@@ -1,5 +1,5 @@
 //! closedloop core: the domain, the ports, and the use cases. It knows no AWS, no HTTP client
-//! and no SQLite; adapters implement its ports.
+//! and no storage engine; adapters implement its ports.
 
 pub mod accounts;
 pub mod automation;

@@ -1,6 +1,6 @@
 //! The item-store port: a narrow, DynamoDB-shaped key/value store.
 //!
-//! Both adapters (DynamoDB and embedded SQLite) implement exactly this trait and pass the
+//! Both adapters (DynamoDB and the embedded journal store) implement exactly this trait and pass the
 //! same conformance suite (`crate::conformance::store`), so repositories are written once.
 //!
 //! Shape, and the rules both adapters follow:

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use closedloop_core::store::{Condition, Item, ItemStore, Key, Value};
-use closedloop_embedded::{Durability, SqliteStore, StoreOptions};
+use closedloop_embedded::{Durability, JournalStore, StoreOptions};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Every put writes a key never written before, so conditional puts always succeed.
@@ -44,7 +44,7 @@ fn review_item() -> Item {
     item
 }
 
-async fn put_many(store: &SqliteStore, writers: u64, total: u64, conditional: bool) -> Duration {
+async fn put_many(store: &JournalStore, writers: u64, total: u64, conditional: bool) -> Duration {
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..writers {
@@ -81,8 +81,8 @@ fn puts(c: &mut Criterion) {
             durability,
             ..StoreOptions::default()
         };
-        let store = SqliteStore::open_with(&path, options).expect("open the bench store");
-        let mut group = c.benchmark_group(format!("sqlite_store_{label}"));
+        let store = JournalStore::open_with(&path, options).expect("open the bench store");
+        let mut group = c.benchmark_group(format!("journal_store_{label}"));
         group.throughput(Throughput::Elements(1));
         for writers in [1u64, 4] {
             for (name, conditional) in [("conditional_put", true), ("plain_put", false)] {

@@ -1,6 +1,6 @@
 //! DynamoDB's condition and update semantics, evaluated in Rust on decoded items.
 //!
-//! The SQLite store only stores and indexes items; what a condition means and what an update
+//! The embedded store only holds and indexes items; what a condition means and what an update
 //! does is decided here, inside the write transaction, so it matches DynamoDB exactly:
 //! comparisons with a missing attribute are false, numbers compare as numbers ("9" < "10"),
 //! strings by UTF-8 bytes, and an update on a missing item creates it.

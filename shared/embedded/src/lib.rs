@@ -1,14 +1,15 @@
 //! Embedded adapters for the local runner, demos and fast tests.
 //!
-//! - [`SqliteStore`]: the `ItemStore` port over one SQLite file, with the same conditional-write,
-//!   index and transaction semantics as the DynamoDB adapter (both pass
+//! - [`JournalStore`]: the `ItemStore` port held in memory and journaled to one file, with the
+//!   same conditional-write, index and transaction semantics as the DynamoDB adapter (both pass
 //!   `closedloop_core::conformance::store`), plus a local stand-in for the table's stream
 //!   (new outbox items) and TTL purging.
 //! - [`outbox_mailer::OutboxMailer`]: the `Mailer` port writing `.eml` files to a directory.
 
 mod expression;
+mod journal;
 pub mod outbox_mailer;
-mod schema;
+mod state;
 pub mod store;
 
-pub use store::{Durability, OpenError, SqliteStore, StoreOptions, StreamRecord};
+pub use store::{Durability, JournalStore, OpenError, StoreOptions, StreamRecord};

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use closedloop_core::store::{
     Condition, Item, ItemStore, Key, Page, Query, StoreError, Update, WriteOp,
 };
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 
-closedloop_core::store_conformance_tests!(SqliteStore::open_in_memory().expect("in-memory store"));
+closedloop_core::store_conformance_tests!(JournalStore::open_in_memory().expect("in-memory store"));
 
 /// Every conformance test once more, all against one database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -20,7 +20,7 @@ async fn whole_suite_on_a_database_file() {
 
 /// A store in a fresh file under Cargo's scratch directory, deleted when dropped.
 struct FileStore {
-    store: Option<SqliteStore>,
+    store: Option<JournalStore>,
     dir: PathBuf,
 }
 
@@ -28,13 +28,13 @@ impl FileStore {
     fn new() -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("conformance-{}", ulid::Ulid::new()));
-        let store = SqliteStore::open(dir.join("store.db")).expect("file store");
+        let store = JournalStore::open(dir.join("store.journal")).expect("file store");
         FileStore {
             store: Some(store),
             dir,
         }
     }
-    fn store(&self) -> &SqliteStore {
+    fn store(&self) -> &JournalStore {
         self.store.as_ref().expect("open until dropped")
     }
 }

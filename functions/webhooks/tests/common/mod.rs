@@ -14,7 +14,7 @@ use closedloop_core::ids::TenantId;
 use closedloop_core::ports::{Clock, SystemClock};
 use closedloop_core::store::{ItemStore, Query};
 use closedloop_core::{keys, sources, tenancy};
-use closedloop_embedded::SqliteStore;
+use closedloop_embedded::JournalStore;
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
 use sha2::Sha256;
@@ -35,7 +35,7 @@ pub fn secret_of(tenant: &str, vendor: &str) -> String {
 }
 
 pub async fn fixture() -> Fixture {
-    let store: Arc<dyn ItemStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let store: Arc<dyn ItemStore> = Arc::new(JournalStore::open_in_memory().unwrap());
     let now = chrono::Utc::now();
     let mut generic_secret = String::new();
     for name in ["acme", "globex"] {

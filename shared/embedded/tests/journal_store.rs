@@ -1,12 +1,12 @@
 //! What the embedded store does beyond the port: the outbox stream, TTL purging, exclusive
-//! use of the file, durability across a crash, and the schema version check.
+//! use of the file, durability across a crash, a torn journal tail, and the format version check.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use closedloop_core::store::{Condition, Item, ItemStore, Key, StoreError, Update, Value, WriteOp};
-use closedloop_embedded::{OpenError, SqliteStore};
+use closedloop_embedded::{JournalStore, OpenError};
 
 /// A scratch directory under Cargo's target dir, removed when dropped.
 struct Scratch(PathBuf);
@@ -14,12 +14,12 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("sqlite-store-{}", ulid::Ulid::new()));
+            .join(format!("journal-store-{}", ulid::Ulid::new()));
         std::fs::create_dir_all(&dir).expect("scratch dir");
         Scratch(dir)
     }
     fn db(&self) -> PathBuf {
-        self.0.join("store.db")
+        self.0.join("store.journal")
     }
 }
 
@@ -56,7 +56,7 @@ fn stream_ids(records: &[closedloop_embedded::StreamRecord]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_outbox_items_and_only_those_reach_the_stream() {
-    let store = SqliteStore::open_in_memory().expect("store");
+    let store = JournalStore::open_in_memory().expect("store");
     store
         .put(outbox_item("E1"), Some(Condition::item_absent()))
         .await
@@ -127,7 +127,7 @@ async fn new_outbox_items_and_only_those_reach_the_stream() {
 async fn checkpoints_and_trim_survive_a_reopen() {
     let scratch = Scratch::new();
     let last_seq = {
-        let store = SqliteStore::open(scratch.db()).expect("open");
+        let store = JournalStore::open(scratch.db()).expect("open");
         assert_eq!(store.stream_checkpoint_get("relay").await.expect("get"), 0);
         for id in ["E1", "E2", "E3"] {
             store
@@ -143,7 +143,7 @@ async fn checkpoints_and_trim_survive_a_reopen() {
         assert_eq!(store.stream_trim(records[1].seq).await.expect("trim"), 2);
         records[2].seq
     };
-    let store = SqliteStore::open(scratch.db()).expect("reopen");
+    let store = JournalStore::open(scratch.db()).expect("reopen");
     let checkpoint = store.stream_checkpoint_get("relay").await.expect("get");
     assert_eq!(checkpoint, last_seq - 1);
     assert_eq!(store.stream_checkpoint_get("other").await.expect("get"), 0);
@@ -158,7 +158,7 @@ async fn checkpoints_and_trim_survive_a_reopen() {
     // Sequence numbers keep growing after a trim of everything and a reopen.
     store.stream_trim(u64::MAX).await.expect("trim all");
     drop(store);
-    let store = SqliteStore::open(scratch.db()).expect("reopen");
+    let store = JournalStore::open(scratch.db()).expect("reopen");
     store.put(outbox_item("E4"), None).await.expect("put");
     let records = store.stream_read(0, 10).await.expect("read");
     assert_eq!(stream_ids(&records), ["E4"]);
@@ -170,7 +170,7 @@ async fn checkpoints_and_trim_survive_a_reopen() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_watch_wakes_on_new_records() {
-    let store = SqliteStore::open_in_memory().expect("store");
+    let store = JournalStore::open_in_memory().expect("store");
     let mut watch = store.stream_watch();
     let writer = store.clone();
     tokio::spawn(async move {
@@ -189,7 +189,7 @@ async fn stream_watch_wakes_on_new_records() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_expired_deletes_only_expired_items() {
-    let store = SqliteStore::open_in_memory().expect("store");
+    let store = JournalStore::open_in_memory().expect("store");
     let with_ttl = |sk: &str, ttl: Value| {
         let mut item = plain_item(sk);
         item.insert("expires_at".into(), ttl);
@@ -240,8 +240,8 @@ async fn purge_expired_deletes_only_expired_items() {
 async fn a_store_file_is_used_by_one_store_at_a_time() {
     let _no_forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new();
-    let first = SqliteStore::open(scratch.db()).expect("open");
-    match SqliteStore::open(scratch.db()) {
+    let first = JournalStore::open(scratch.db()).expect("open");
+    match JournalStore::open(scratch.db()) {
         Err(OpenError::StoreLocked { path }) => assert_eq!(path, scratch.db()),
         other => panic!("expected StoreLocked, got {other:?}"),
     }
@@ -253,7 +253,7 @@ async fn a_store_file_is_used_by_one_store_at_a_time() {
         "the child process saw StoreLocked"
     );
     drop(first);
-    let reopened = SqliteStore::open(scratch.db()).expect("reopen after the first closed");
+    let reopened = JournalStore::open(scratch.db()).expect("reopen after the first closed");
     drop(reopened);
 }
 
@@ -279,7 +279,7 @@ async fn acknowledged_writes_survive_a_process_crash() {
     assert!(!status.success(), "the child aborted");
     assert_eq!(status.code(), None, "killed by SIGABRT, not a normal exit");
     // The crash released the lock, and every acknowledged write is there.
-    let store = SqliteStore::open(scratch.db()).expect("reopen after the crash");
+    let store = JournalStore::open(scratch.db()).expect("reopen after the crash");
     for i in 0..CRASH_WRITES {
         let item = store
             .get(&Key::new("T#acme#CRASH", format!("{i:04}")))
@@ -301,23 +301,140 @@ async fn acknowledged_writes_survive_a_process_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_database_from_a_newer_build_is_refused() {
+async fn a_journal_from_a_newer_build_is_refused_and_left_alone() {
     let scratch = Scratch::new();
-    drop(SqliteStore::open(scratch.db()).expect("create"));
-    let conn = rusqlite::Connection::open(scratch.db()).expect("raw open");
-    conn.execute_batch("PRAGMA user_version = 99;")
-        .expect("bump version");
-    drop(conn);
-    match SqliteStore::open(scratch.db()) {
-        Err(OpenError::SchemaTooNew { found: 99, .. }) => {}
-        other => panic!("expected SchemaTooNew, got {other:?}"),
+    std::fs::write(scratch.db(), "closedloop-journal 99\n00000000 []\n").expect("write");
+    match JournalStore::open(scratch.db()) {
+        Err(OpenError::FormatTooNew { found: 99, .. }) => {}
+        other => panic!("expected FormatTooNew, got {other:?}"),
     }
+    let text = std::fs::read_to_string(scratch.db()).expect("read");
+    assert!(text.starts_with("closedloop-journal 99"), "not rewritten");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_a_journal_is_refused_and_left_alone() {
+    let scratch = Scratch::new();
+    std::fs::write(scratch.db(), b"SQLite format 3\0...").expect("write");
+    let err = JournalStore::open(scratch.db()).expect_err("not a journal");
+    assert!(matches!(err, OpenError::NotAJournal { .. }), "{err:?}");
+    assert!(err.to_string().contains("another file"), "says what to do: {err}");
+    assert_eq!(std::fs::read(scratch.db()).expect("read"), b"SQLite format 3\0...");
+}
+
+/// A write the machine lost power during leaves a partial line; opening keeps every whole
+/// write before it, drops the partial one, and later writes replay after a reopen.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_last_write_is_cut_off_and_everything_before_it_kept() {
+    let scratch = Scratch::new();
+    let store = JournalStore::open(scratch.db()).expect("open");
+    for sk in ["a", "b", "c"] {
+        store.put(plain_item(sk), None).await.expect("put");
+    }
+    drop(store);
+    let whole = std::fs::read(scratch.db()).expect("read");
+    // Half of the last line, as a torn append would leave it.
+    let last_line_start = whole[..whole.len() - 1]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .expect("lines")
+        + 1;
+    let torn_at = last_line_start + (whole.len() - last_line_start) / 2;
+    std::fs::write(scratch.db(), &whole[..torn_at]).expect("tear");
+
+    let store = JournalStore::open(scratch.db()).expect("reopen a torn journal");
+    let things = |store: JournalStore| async move {
+        let mut found = Vec::new();
+        for sk in ["a", "b", "c", "d"] {
+            if store.get(&Key::new("T#acme#THINGS", sk)).await.expect("get").is_some() {
+                found.push(sk);
+            }
+        }
+        found
+    };
+    assert_eq!(things(store.clone()).await, ["a", "b"], "the torn write is gone");
+    store.put(plain_item("d"), None).await.expect("put after the cut");
+    drop(store);
+    let store = JournalStore::open(scratch.db()).expect("reopen");
+    assert_eq!(things(store).await, ["a", "b", "d"], "writes after the cut replay");
+}
+
+/// A flipped byte in the middle of a line (a bad sector, a torn page) fails its checksum:
+/// replay stops there instead of loading a wrong item.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_write_is_not_replayed() {
+    let scratch = Scratch::new();
+    let store = JournalStore::open(scratch.db()).expect("open");
+    let mut item = plain_item("a");
+    item.insert("note".into(), Value::s("original text"));
+    store.put(item, None).await.expect("put");
+    drop(store);
+    let text = std::fs::read_to_string(scratch.db()).expect("read");
+    std::fs::write(scratch.db(), text.replace("original text", "originaL text")).expect("write");
+    let store = JournalStore::open(scratch.db()).expect("reopen");
+    assert_eq!(
+        store.get(&Key::new("T#acme#THINGS", "a")).await.expect("get"),
+        None,
+        "a line whose checksum fails is not trusted"
+    );
+}
+
+/// Updates, deletes, transactions and the stream come back identical after a reopen.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_of_write_replays_to_the_same_state() {
+    let scratch = Scratch::new();
+    let store = JournalStore::open(scratch.db()).expect("open");
+    store.put(plain_item("kept"), None).await.expect("put");
+    store.put(plain_item("gone"), None).await.expect("put");
+    store
+        .update(&Key::new("T#acme#THINGS", "kept"), Update::new().add("n", 5), None)
+        .await
+        .expect("update");
+    store
+        .delete(&Key::new("T#acme#THINGS", "gone"), None)
+        .await
+        .expect("delete");
+    store
+        .transact_write(vec![
+            WriteOp::put(outbox_item("E1")),
+            WriteOp::put(plain_item("with-event")),
+        ])
+        .await
+        .expect("transaction");
+    let refused = store
+        .put(plain_item("kept"), Some(Condition::item_absent()))
+        .await;
+    assert!(matches!(refused, Err(StoreError::ConditionFailed { .. })));
+    let before: Vec<Option<Item>> = snapshot(&store).await;
+    let stream_before = store.stream_read(0, 10).await.expect("stream");
+    drop(store);
+
+    let store = JournalStore::open(scratch.db()).expect("reopen");
+    assert_eq!(snapshot(&store).await, before);
+    assert_eq!(store.stream_read(0, 10).await.expect("stream"), stream_before);
+    assert_eq!(
+        store
+            .get(&Key::new("T#acme#THINGS", "kept"))
+            .await
+            .expect("get")
+            .and_then(|i| i.get("n").and_then(Value::as_i64)),
+        Some(5)
+    );
+}
+
+async fn snapshot(store: &JournalStore) -> Vec<Option<Item>> {
+    let mut items = Vec::new();
+    for sk in ["kept", "gone", "with-event"] {
+        items.push(store.get(&Key::new("T#acme#THINGS", sk)).await.expect("get"));
+    }
+    items.push(store.get(&Key::new("T#acme#OUTBOX", "E1")).await.expect("get"));
+    items
 }
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: this test binary re-run with CHILD_ENV set, doing one thing.
 
-const CHILD_ENV: &str = "CLOSEDLOOP_SQLITE_STORE_CHILD";
+const CHILD_ENV: &str = "CLOSEDLOOP_JOURNAL_STORE_CHILD";
 
 /// A forked child shares the parent's open files until it execs, lock included (flock
 /// semantics), so a test that checks the lock is released on close must not overlap another
@@ -348,7 +465,7 @@ fn child_process_entry() {
     };
     let (mode, db) = task.split_once('|').expect("mode|path");
     match mode {
-        "try-open" => match SqliteStore::open(db) {
+        "try-open" => match JournalStore::open(db) {
             Err(OpenError::StoreLocked { .. }) => std::process::exit(CHILD_SAW_LOCKED),
             other => {
                 eprintln!("child expected StoreLocked, got {other:?}");
@@ -358,7 +475,7 @@ fn child_process_entry() {
         "write-then-abort" => {
             let runtime = tokio::runtime::Runtime::new().expect("runtime");
             runtime.block_on(async {
-                let store = SqliteStore::open(db).expect("child open");
+                let store = JournalStore::open(db).expect("child open");
                 for i in 0..CRASH_WRITES {
                     let item = Key::new("T#acme#CRASH", format!("{i:04}")).to_item();
                     store
@@ -374,7 +491,7 @@ fn child_process_entry() {
                         .await
                         .expect("add");
                 }
-                // The store is still open: no destructors, no clean close, no checkpoint;
+                // The store is still open: no destructors, no clean close;
                 // like a crash right after the last acknowledgement.
                 std::process::abort();
             });

@@ -1,0 +1,328 @@
+//! The journal: the embedded store's file. Every committed write is one line appended to it,
+//! and opening the store replays the lines into memory.
+//!
+//! Format: a header line `closedloop-journal <version>`, then one line per write,
+//! `<crc32 of the JSON, 8 hex digits> <JSON array of ops>`. A write's ops share one line, so a
+//! transaction is replayed whole or not at all. Replay stops at the first line that is cut short
+//! or fails its checksum (the tail of a write the machine lost power during) and cuts the file
+//! there, as SQLite's WAL does with a torn frame.
+//!
+//! The journal only grows, so now and then it is rewritten as a snapshot of what is live
+//! (compaction): written to `<file>.compact`, flushed, then renamed over the journal.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use closedloop_core::store::{Item, Key};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Op, State};
+
+/// Bumped when the format changes; a journal written by a newer build is refused.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+const HEADER: &str = "closedloop-journal";
+/// A journal is compacted once it is this big and four times its last snapshot.
+const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+const COMPACT_GROWTH: u64 = 4;
+/// Snapshot lines hold about this much JSON each.
+const SNAPSHOT_LINE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JournalError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("it was written by a newer build (format {found}; this build reads {supported})")]
+    TooNew { found: u32, supported: u32 },
+    #[error("it is not a closedloop journal (first line {0:?})")]
+    NotAJournal(String),
+}
+
+/// An op as written: short tags keep lines small.
+#[derive(Serialize, Deserialize)]
+enum Wire<'a> {
+    #[serde(rename = "p")]
+    Put(Cow<'a, Item>),
+    #[serde(rename = "d")]
+    Delete(Cow<'a, str>, Cow<'a, str>),
+    #[serde(rename = "t")]
+    TrimStream(u64),
+    #[serde(rename = "c")]
+    Checkpoint(Cow<'a, str>, u64),
+    #[serde(rename = "r")]
+    Restore(Cow<'a, Item>),
+    #[serde(rename = "s")]
+    RestoreStream(u64, Cow<'a, Item>),
+    #[serde(rename = "q")]
+    StreamSeq(u64),
+}
+
+impl<'a> From<&'a Op> for Wire<'a> {
+    fn from(op: &'a Op) -> Self {
+        match op {
+            Op::Put(item) => Wire::Put(Cow::Borrowed(item)),
+            Op::Delete(key) => Wire::Delete(Cow::Borrowed(&key.pk), Cow::Borrowed(&key.sk)),
+            Op::TrimStream(seq) => Wire::TrimStream(*seq),
+            Op::Checkpoint { consumer, seq } => Wire::Checkpoint(Cow::Borrowed(consumer), *seq),
+            Op::Restore(item) => Wire::Restore(Cow::Borrowed(item)),
+            Op::RestoreStream { seq, image } => Wire::RestoreStream(*seq, Cow::Borrowed(image)),
+            Op::StreamSeq(seq) => Wire::StreamSeq(*seq),
+        }
+    }
+}
+
+impl From<Wire<'_>> for Op {
+    fn from(wire: Wire<'_>) -> Self {
+        match wire {
+            Wire::Put(item) => Op::Put(item.into_owned()),
+            Wire::Delete(pk, sk) => Op::Delete(Key::new(pk.into_owned(), sk.into_owned())),
+            Wire::TrimStream(seq) => Op::TrimStream(seq),
+            Wire::Checkpoint(consumer, seq) => Op::Checkpoint {
+                consumer: consumer.into_owned(),
+                seq,
+            },
+            Wire::Restore(item) => Op::Restore(item.into_owned()),
+            Wire::RestoreStream(seq, image) => Op::RestoreStream {
+                seq,
+                image: image.into_owned(),
+            },
+            Wire::StreamSeq(seq) => Op::StreamSeq(seq),
+        }
+    }
+}
+
+/// Appends one journal line holding `ops` to `out`.
+pub(crate) fn encode_line(ops: &[Op], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(b"00000000 ");
+    let wires: Vec<Wire<'_>> = ops.iter().map(Wire::from).collect();
+    // Items hold only strings, numbers, booleans, lists and maps: this cannot fail.
+    serde_json::to_writer(&mut *out, &wires).expect("ops encode as JSON");
+    let crc = crc32fast::hash(&out[start + 9..]);
+    out[start..start + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+    out.push(b'\n');
+}
+
+/// The ops of one line, or `None` when the line is torn or corrupt.
+fn decode_line(line: &[u8]) -> Option<Vec<Op>> {
+    let line = line.strip_suffix(b"\n")?;
+    let (crc, json) = (line.get(..8)?, line.get(9..)?);
+    let crc = u32::from_str_radix(std::str::from_utf8(crc).ok()?, 16).ok()?;
+    if crc32fast::hash(json) != crc {
+        return None;
+    }
+    let wires: Vec<Wire<'_>> = serde_json::from_slice(json).ok()?;
+    Some(wires.into_iter().map(Op::from).collect())
+}
+
+/// The open journal file, positioned at its end.
+pub(crate) struct Journal {
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+    /// Size after the last compaction (or replay), to decide the next one.
+    snapshot_bytes: u64,
+    sync: bool,
+}
+
+/// What opening found.
+pub(crate) struct Replayed {
+    pub(crate) state: State,
+    pub(crate) lines: u64,
+    /// Bytes of a torn or corrupt tail that were cut off.
+    pub(crate) cut_bytes: u64,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path` and replays it. `sync`: flush every append to
+    /// the disk before it counts.
+    pub(crate) fn open(path: &Path, sync: bool) -> Result<(Journal, Replayed), JournalError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut state = State::default();
+        let mut valid_bytes = 0u64;
+        let mut lines = 0u64;
+        {
+            let mut reader = BufReader::with_capacity(1 << 20, &mut file);
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? > 0 {
+                check_header(&line)?;
+                valid_bytes = line.len() as u64;
+                loop {
+                    line.clear();
+                    if reader.read_until(b'\n', &mut line)? == 0 {
+                        break;
+                    }
+                    let Some(ops) = decode_line(&line) else {
+                        break;
+                    };
+                    for op in ops {
+                        state.apply(op);
+                    }
+                    valid_bytes += line.len() as u64;
+                    lines += 1;
+                }
+            }
+        }
+        let total = file.metadata()?.len();
+        let cut_bytes = total - valid_bytes;
+        if valid_bytes == 0 {
+            file.set_len(0)?;
+            file.write_all(format!("{HEADER} {FORMAT_VERSION}\n").as_bytes())?;
+            file.sync_all()?;
+            sync_dir(path)?;
+            valid_bytes = file.metadata()?.len();
+        } else if cut_bytes > 0 {
+            file.set_len(valid_bytes)?;
+            file.sync_all()?;
+        }
+        let journal = Journal {
+            file,
+            path: path.to_path_buf(),
+            bytes: valid_bytes,
+            snapshot_bytes: valid_bytes,
+            sync,
+        };
+        Ok((
+            journal,
+            Replayed {
+                state,
+                lines,
+                cut_bytes,
+            },
+        ))
+    }
+
+    /// Appends encoded lines. On failure the file is cut back to where it was, so a partial
+    /// line never sits in front of later writes.
+    pub(crate) fn append(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        let written = self.file.write_all(lines).and_then(|()| {
+            if self.sync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                self.bytes += lines.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.file.set_len(self.bytes)?;
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.bytes > COMPACT_MIN_BYTES && self.bytes > COMPACT_GROWTH * self.snapshot_bytes
+    }
+
+    /// Rewrites the journal as a snapshot of `state`.
+    pub(crate) fn compact(&mut self, state: &State) -> std::io::Result<()> {
+        let mut temp = self.path.as_os_str().to_owned();
+        temp.push(".compact");
+        let temp = PathBuf::from(temp);
+        let file = File::create(&temp)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(format!("{HEADER} {FORMAT_VERSION}\n").as_bytes())?;
+        let mut line = Vec::with_capacity(SNAPSHOT_LINE_BYTES * 2);
+        let mut ops = Vec::new();
+        let mut pending = 0usize;
+        for op in state.snapshot() {
+            pending += op_size_hint(&op);
+            ops.push(op);
+            if pending >= SNAPSHOT_LINE_BYTES {
+                line.clear();
+                encode_line(&ops, &mut line);
+                out.write_all(&line)?;
+                ops.clear();
+                pending = 0;
+            }
+        }
+        if !ops.is_empty() {
+            line.clear();
+            encode_line(&ops, &mut line);
+            out.write_all(&line)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, &self.path)?;
+        sync_dir(&self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.bytes = self.file.metadata()?.len();
+        self.snapshot_bytes = self.bytes;
+        Ok(())
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+fn check_header(line: &[u8]) -> Result<(), JournalError> {
+    let text = String::from_utf8_lossy(line);
+    let version = text
+        .trim_end()
+        .strip_prefix(HEADER)
+        .and_then(|rest| rest.trim().parse::<u32>().ok())
+        .ok_or_else(|| JournalError::NotAJournal(text.chars().take(40).collect()))?;
+    if version > FORMAT_VERSION {
+        return Err(JournalError::TooNew {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Roughly how many bytes an op takes in a snapshot line (only to size the lines).
+fn op_size_hint(op: &Op) -> usize {
+    match op {
+        Op::Restore(item) | Op::Put(item) | Op::RestoreStream { image: item, .. } => {
+            closedloop_core::store::item_size(item) + 16 * item.len()
+        }
+        _ => 64,
+    }
+}
+
+/// Makes a rename or a new file in `path`'s directory durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => File::open(".")?.sync_all(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use closedloop_core::store::Value;
+
+    #[test]
+    fn a_line_round_trips_and_a_flipped_byte_is_refused() {
+        let mut item = Key::new("T#a#X", "1").to_item();
+        item.insert("note".into(), Value::s("naïve \"quoted\"\nline"));
+        let ops = vec![
+            Op::Put(item),
+            Op::Delete(Key::new("T#a#X", "2")),
+            Op::Checkpoint {
+                consumer: "relay".into(),
+                seq: 7,
+            },
+        ];
+        let mut line = Vec::new();
+        encode_line(&ops, &mut line);
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "one line");
+        assert_eq!(decode_line(&line), Some(ops));
+        let middle = line.len() / 2;
+        line[middle] ^= 0x01;
+        assert_eq!(decode_line(&line), None);
+    }
+}

@@ -1,0 +1,523 @@
+//! The embedded store's contents, in memory: the items by partition, the two GSIs and the TTL
+//! index as ordered sets, and the outbox stream. Every change is an [`Op`]; the journal
+//! records the same ops, so replaying them rebuilds this state exactly.
+//!
+//! Keys and index keys compare as Rust strings do, byte-wise on UTF-8, which is the order
+//! DynamoDB sorts string keys in.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+
+use closedloop_core::store::{
+    Index, Item, ItemExt, Key, Page, Query, SortKeyCondition, StoreError, TTL_ATTRIBUTE, Value,
+};
+
+/// The attribute and value that mark an outbox item (see `closedloop_core::outbox`).
+const ENTITY_ATTRIBUTE: &str = "entity";
+const OUTBOX_ENTITY: &str = "outbox";
+
+/// One change. `Put` of a new outbox item also appends a stream record, on replay too.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Op {
+    Put(Item),
+    Delete(Key),
+    /// Drops stream records up to and including this sequence number.
+    TrimStream(u64),
+    Checkpoint { consumer: String, seq: u64 },
+    /// Compaction only: an item restored as it was, without a stream record.
+    Restore(Item),
+    /// Compaction only: a stream record restored with its sequence number.
+    RestoreStream { seq: u64, image: Item },
+    /// Compaction only: the stream's high-water mark (kept even when every record is trimmed).
+    StreamSeq(u64),
+}
+
+/// What undoes one applied op (used when the journal cannot be written).
+pub(crate) enum Undo {
+    Item { key: Key, old: Option<Item> },
+    StreamAppend,
+    StreamTrim(Vec<(u64, Item)>),
+    Checkpoint { consumer: String, old: Option<u64> },
+    StreamSeq(u64),
+}
+
+/// One entry of a GSI: (index pk, index sk, table pk, table sk), a total order.
+type IndexEntry = (String, String, String, String);
+
+#[derive(Default)]
+pub(crate) struct State {
+    partitions: HashMap<String, BTreeMap<String, Item>>,
+    gsi1: BTreeSet<IndexEntry>,
+    gsi2: BTreeSet<IndexEntry>,
+    /// (expires_at, pk, sk) of items whose TTL attribute is a number.
+    expiry: BTreeSet<(i64, String, String)>,
+    stream: BTreeMap<u64, Item>,
+    last_seq: u64,
+    checkpoints: BTreeMap<String, u64>,
+    items: usize,
+}
+
+impl State {
+    pub(crate) fn get(&self, key: &Key) -> Option<&Item> {
+        self.partitions.get(&key.pk)?.get(&key.sk)
+    }
+
+    pub(crate) fn item_count(&self) -> usize {
+        self.items
+    }
+
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    pub(crate) fn checkpoint(&self, consumer: &str) -> u64 {
+        self.checkpoints.get(consumer).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn stream_after(&self, after: u64, limit: usize) -> Vec<(u64, Item)> {
+        self.stream
+            .range((Excluded(after), Unbounded))
+            .take(limit)
+            .map(|(seq, image)| (*seq, image.clone()))
+            .collect()
+    }
+
+    /// Up to `limit` keys of items whose TTL is before `now`.
+    pub(crate) fn expired(&self, now: i64, limit: usize) -> Vec<Key> {
+        self.expiry
+            .range(..(now, String::new(), String::new()))
+            .take(limit)
+            .map(|(_, pk, sk)| Key::new(pk.clone(), sk.clone()))
+            .collect()
+    }
+
+    /// Applies one op and returns what undoes it.
+    pub(crate) fn apply(&mut self, op: Op) -> Vec<Undo> {
+        match op {
+            Op::Put(item) => {
+                let Some(key) = item.key() else {
+                    return Vec::new(); // validated before it got here
+                };
+                let new_outbox = is_outbox(&item) && self.get(&key).is_none();
+                let mut undo = Vec::new();
+                if new_outbox {
+                    self.last_seq += 1;
+                    self.stream.insert(self.last_seq, item.clone());
+                    undo.push(Undo::StreamAppend);
+                }
+                let old = self.insert(key.clone(), item);
+                undo.push(Undo::Item { key, old });
+                undo
+            }
+            Op::Restore(item) => {
+                let Some(key) = item.key() else {
+                    return Vec::new();
+                };
+                let old = self.insert(key.clone(), item);
+                vec![Undo::Item { key, old }]
+            }
+            Op::Delete(key) => {
+                let old = self.remove(&key);
+                vec![Undo::Item { key, old }]
+            }
+            Op::TrimStream(upto) => {
+                let kept = self.stream.split_off(&(upto.saturating_add(1)));
+                let trimmed = std::mem::replace(&mut self.stream, kept);
+                vec![Undo::StreamTrim(trimmed.into_iter().collect())]
+            }
+            Op::Checkpoint { consumer, seq } => {
+                let old = self.checkpoints.insert(consumer.clone(), seq);
+                vec![Undo::Checkpoint { consumer, old }]
+            }
+            Op::RestoreStream { seq, image } => {
+                self.stream.insert(seq, image);
+                self.last_seq = self.last_seq.max(seq);
+                Vec::new() // compaction never needs undoing
+            }
+            Op::StreamSeq(seq) => {
+                let old = self.last_seq;
+                self.last_seq = self.last_seq.max(seq);
+                vec![Undo::StreamSeq(old)]
+            }
+        }
+    }
+
+    /// Reverts undo records, newest first.
+    pub(crate) fn undo(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Item { key, old } => {
+                    self.remove(&key);
+                    if let Some(old) = old {
+                        self.insert(key, old);
+                    }
+                }
+                Undo::StreamAppend => {
+                    self.stream.remove(&self.last_seq);
+                    self.last_seq -= 1;
+                }
+                Undo::StreamTrim(records) => self.stream.extend(records),
+                Undo::Checkpoint { consumer, old } => match old {
+                    Some(seq) => {
+                        self.checkpoints.insert(consumer, seq);
+                    }
+                    None => {
+                        self.checkpoints.remove(&consumer);
+                    }
+                },
+                Undo::StreamSeq(old) => self.last_seq = old,
+            }
+        }
+    }
+
+    /// Every op that rebuilds this state (for compaction), in an order replay accepts.
+    pub(crate) fn snapshot(&self) -> impl Iterator<Item = Op> + '_ {
+        let items = self
+            .partitions
+            .values()
+            .flat_map(|partition| partition.values())
+            .map(|item| Op::Restore(item.clone()));
+        let stream = self.stream.iter().map(|(seq, image)| Op::RestoreStream {
+            seq: *seq,
+            image: image.clone(),
+        });
+        let checkpoints = self.checkpoints.iter().map(|(consumer, seq)| Op::Checkpoint {
+            consumer: consumer.clone(),
+            seq: *seq,
+        });
+        items
+            .chain(stream)
+            .chain(std::iter::once(Op::StreamSeq(self.last_seq)))
+            .chain(checkpoints)
+    }
+
+    fn insert(&mut self, key: Key, item: Item) -> Option<Item> {
+        let old = self.remove(&key);
+        self.index(&key, &item, true);
+        self.partitions
+            .entry(key.pk)
+            .or_default()
+            .insert(key.sk, item);
+        self.items += 1;
+        old
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Item> {
+        let partition = self.partitions.get_mut(&key.pk)?;
+        let old = partition.remove(&key.sk)?;
+        if partition.is_empty() {
+            self.partitions.remove(&key.pk);
+        }
+        self.items -= 1;
+        self.index(key, &old, false);
+        Some(old)
+    }
+
+    /// Adds or removes `item`'s entries in the GSIs and the TTL index.
+    fn index(&mut self, key: &Key, item: &Item, add: bool) {
+        for index in Index::ALL {
+            let (Some(ipk), Some(isk)) = (
+                item.str_attr(index.pk_attribute()),
+                item.str_attr(index.sk_attribute()),
+            ) else {
+                continue;
+            };
+            let entry = (
+                ipk.to_string(),
+                isk.to_string(),
+                key.pk.clone(),
+                key.sk.clone(),
+            );
+            let set = match index {
+                Index::Gsi1 => &mut self.gsi1,
+                Index::Gsi2 => &mut self.gsi2,
+            };
+            if add {
+                set.insert(entry);
+            } else {
+                set.remove(&entry);
+            }
+        }
+        if let Some(expires_at) = item.get(TTL_ATTRIBUTE).and_then(ttl_seconds) {
+            let entry = (expires_at, key.pk.clone(), key.sk.clone());
+            if add {
+                self.expiry.insert(entry);
+            } else {
+                self.expiry.remove(&entry);
+            }
+        }
+    }
+
+    /// Runs a validated query.
+    pub(crate) fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        let fetch = query.limit.map_or(usize::MAX, |l| l.saturating_add(1));
+        let mut items = match query.index {
+            None => self.query_table(query, fetch)?,
+            Some(index) => self.query_index(query, index, fetch)?,
+        };
+        // One more than asked tells whether another page follows.
+        let more = query.limit.is_some_and(|limit| items.len() > limit);
+        if let Some(limit) = query.limit {
+            items.truncate(limit);
+        }
+        let last_evaluated = match items.last() {
+            Some(last) if more => Some(page_key(last, query.index)),
+            _ => None,
+        };
+        Ok(Page {
+            items,
+            last_evaluated,
+        })
+    }
+
+    fn query_table(&self, query: &Query, fetch: usize) -> Result<Vec<Item>, StoreError> {
+        let Some(partition) = self.partitions.get(&query.pk) else {
+            return Ok(Vec::new());
+        };
+        let (mut low, mut high) = sort_key_bounds(query.sk.as_ref());
+        if let Some(start) = &query.start_after {
+            let start = start_attr(start, "SK")?;
+            if query.forward {
+                low = max_lower(low, Excluded(start));
+            } else {
+                high = min_upper(high, Excluded(start));
+            }
+        }
+        if is_empty(&low, &high) {
+            return Ok(Vec::new());
+        }
+        let range = partition.range::<String, _>((low, high));
+        let items: Vec<Item> = if query.forward {
+            range.take(fetch).map(|(_, item)| item.clone()).collect()
+        } else {
+            range.rev().take(fetch).map(|(_, item)| item.clone()).collect()
+        };
+        Ok(items)
+    }
+
+    fn query_index(
+        &self,
+        query: &Query,
+        index: Index,
+        fetch: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let set = match index {
+            Index::Gsi1 => &self.gsi1,
+            Index::Gsi2 => &self.gsi2,
+        };
+        let pk = &query.pk;
+        let at = |isk: String| (pk.clone(), isk, String::new(), String::new());
+        // Bounds on the index sort key become bounds on whole entries: `x + "\0"` is the
+        // smallest string above `x`, and "" the smallest of all.
+        let (sk_low, sk_high) = sort_key_bounds(query.sk.as_ref());
+        let mut low = match sk_low {
+            Unbounded => Included(at(String::new())),
+            Included(l) => Included(at(l)),
+            Excluded(l) => Included(at(l + "\0")),
+        };
+        let mut high = match sk_high {
+            Unbounded => Excluded((pk.clone() + "\0", String::new(), String::new(), String::new())),
+            Included(h) => Excluded(at(h + "\0")),
+            Excluded(h) => Excluded(at(h)),
+        };
+        if let Some(start) = &query.start_after {
+            // Items may share an index sort key: page by (index sk, table key), a total order.
+            let entry = (
+                pk.clone(),
+                start_attr(start, index.sk_attribute())?,
+                start_attr(start, "PK")?,
+                start_attr(start, "SK")?,
+            );
+            if query.forward {
+                low = max_lower(low, Excluded(entry));
+            } else {
+                high = min_upper(high, Excluded(entry));
+            }
+        }
+        if is_empty(&low, &high) {
+            return Ok(Vec::new());
+        }
+        let item = |(_, _, pk, sk): &IndexEntry| {
+            self.partitions
+                .get(pk)
+                .and_then(|p| p.get(sk))
+                .cloned()
+                .ok_or_else(|| StoreError::Other(format!("index entry without item {pk}/{sk}")))
+        };
+        let range = set.range((low, high));
+        if query.forward {
+            range.take(fetch).map(item).collect()
+        } else {
+            range.rev().take(fetch).map(item).collect()
+        }
+    }
+}
+
+fn is_outbox(item: &Item) -> bool {
+    item.str_attr(ENTITY_ATTRIBUTE) == Some(OUTBOX_ENTITY)
+}
+
+/// The whole seconds of a TTL attribute; DynamoDB ignores TTL values that are not numbers.
+fn ttl_seconds(value: &Value) -> Option<i64> {
+    match value {
+        Value::N(n) => n.split('.').next().and_then(|whole| whole.parse().ok()),
+        _ => None,
+    }
+}
+
+fn start_attr(start: &Item, name: &str) -> Result<String, StoreError> {
+    start
+        .str_attr(name)
+        .map(String::from)
+        .ok_or_else(|| StoreError::Invalid(format!("start_after lacks {name}")))
+}
+
+fn sort_key_bounds(condition: Option<&SortKeyCondition>) -> (Bound<String>, Bound<String>) {
+    match condition {
+        None => (Unbounded, Unbounded),
+        Some(SortKeyCondition::BeginsWith(prefix)) => (
+            Included(prefix.clone()),
+            prefix_successor(prefix).map_or(Unbounded, Excluded),
+        ),
+        Some(SortKeyCondition::Between(low, high)) => (Included(low.clone()), Included(high.clone())),
+        Some(SortKeyCondition::Lt(v)) => (Unbounded, Excluded(v.clone())),
+        Some(SortKeyCondition::Le(v)) => (Unbounded, Included(v.clone())),
+        Some(SortKeyCondition::Gt(v)) => (Excluded(v.clone()), Unbounded),
+        Some(SortKeyCondition::Ge(v)) => (Included(v.clone()), Unbounded),
+        Some(SortKeyCondition::Eq(v)) => (Included(v.clone()), Included(v.clone())),
+    }
+}
+
+/// The tighter of two lower bounds.
+fn max_lower<T: Ord>(a: Bound<T>, b: Bound<T>) -> Bound<T> {
+    match (a, b) {
+        (Unbounded, b) => b,
+        (a, Unbounded) => a,
+        (Included(x), Included(y)) => Included(x.max(y)),
+        (Excluded(x), Excluded(y)) => Excluded(x.max(y)),
+        (Included(i), Excluded(e)) | (Excluded(e), Included(i)) => {
+            if i > e { Included(i) } else { Excluded(e) }
+        }
+    }
+}
+
+/// The tighter of two upper bounds.
+fn min_upper<T: Ord>(a: Bound<T>, b: Bound<T>) -> Bound<T> {
+    match (a, b) {
+        (Unbounded, b) => b,
+        (a, Unbounded) => a,
+        (Included(x), Included(y)) => Included(x.min(y)),
+        (Excluded(x), Excluded(y)) => Excluded(x.min(y)),
+        (Included(i), Excluded(e)) | (Excluded(e), Included(i)) => {
+            if i < e { Included(i) } else { Excluded(e) }
+        }
+    }
+}
+
+/// True when no value lies between the bounds (`BTreeMap::range` panics on such ranges).
+fn is_empty<T: Ord>(low: &Bound<T>, high: &Bound<T>) -> bool {
+    match (low, high) {
+        (Unbounded, _) | (_, Unbounded) => false,
+        (Included(l), Included(h)) => l > h,
+        (Included(l), Excluded(h)) | (Excluded(l), Included(h)) | (Excluded(l), Excluded(h)) => {
+            l >= h
+        }
+    }
+}
+
+/// The key attributes that identify `item`'s position: the table key, plus the index key.
+fn page_key(item: &Item, index: Option<Index>) -> Item {
+    let mut names = vec!["PK", "SK"];
+    if let Some(index) = index {
+        names.extend([index.pk_attribute(), index.sk_attribute()]);
+    }
+    names
+        .into_iter()
+        .filter_map(|name| Some((name.to_string(), Value::s(item.str_attr(name)?))))
+        .collect()
+}
+
+/// The smallest string above every string that starts with `prefix` (`None`: no bound).
+/// UTF-8 byte order is code point order, so bump the last character that can be bumped.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000; // skip the surrogates, which are not characters
+        }
+        if let Some(bumped) = char::from_u32(next) {
+            chars.push(bumped);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_bounds_the_prefix() {
+        assert_eq!(prefix_successor("b#").as_deref(), Some("b$"));
+        assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        assert_eq!(prefix_successor(""), None);
+    }
+
+    fn item(pk: &str, sk: &str, extra: &[(&str, Value)]) -> Item {
+        let mut item = Key::new(pk, sk).to_item();
+        for (name, value) in extra {
+            item.insert(name.to_string(), value.clone());
+        }
+        item
+    }
+
+    /// Replacing an item moves its index entries; deleting it removes them; undo restores.
+    #[test]
+    fn index_entries_follow_the_item_and_undo_restores_them() {
+        let mut state = State::default();
+        let gsi = |sk: &str| {
+            [
+                ("GSI1PK", Value::s("due")),
+                ("GSI1SK", Value::s(sk)),
+                ("expires_at", Value::n(100)),
+            ]
+        };
+        state.apply(Op::Put(item("p", "a", &gsi("2025-01"))));
+        let undo = state.apply(Op::Put(item("p", "a", &gsi("2025-02"))));
+        let due = Query::on_index(Index::Gsi1, "due");
+        let page = state.query(&due).expect("query");
+        assert_eq!(page.items.len(), 1, "the old index entry is gone");
+        assert_eq!(page.items[0].str_attr("GSI1SK"), Some("2025-02"));
+        state.undo(undo);
+        let page = state.query(&due).expect("query");
+        assert_eq!(page.items[0].str_attr("GSI1SK"), Some("2025-01"));
+        state.apply(Op::Delete(Key::new("p", "a")));
+        assert!(state.query(&due).expect("query").items.is_empty());
+        assert!(state.expired(1_000, 10).is_empty(), "the TTL entry went too");
+        assert_eq!(state.item_count(), 0);
+    }
+
+    #[test]
+    fn a_new_outbox_item_appends_once_and_undo_takes_it_back() {
+        let mut state = State::default();
+        let outbox = item("T#t#OUTBOX", "E1", &[("entity", Value::s("outbox"))]);
+        state.apply(Op::Put(outbox.clone()));
+        let undo = state.apply(Op::Put(outbox.clone()));
+        assert_eq!(state.last_seq(), 1, "rewriting an outbox item is not a new record");
+        state.undo(undo);
+        let undo = state.apply(Op::Put(item(
+            "T#t#OUTBOX",
+            "E2",
+            &[("entity", Value::s("outbox"))],
+        )));
+        assert_eq!(state.last_seq(), 2);
+        state.undo(undo);
+        assert_eq!(state.last_seq(), 1);
+        assert_eq!(state.stream_after(0, 10).len(), 1);
+    }
+}
