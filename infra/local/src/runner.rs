@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::any_service;
+use closedloop_core::outbox::{StreamEvent, StreamPayload};
 use closedloop_core::ports::{Clock, SystemClock};
-use closedloop_core::store::ItemStore;
+use closedloop_core::store::{Item, ItemStore};
 use closedloop_embedded::outbox_mailer::OutboxMailer;
-use closedloop_embedded::{OpenError, JournalStore};
+use closedloop_embedded::{JournalStore, OpenError};
 use closedloop_eventpattern::pattern::EventPattern;
 use closedloop_eventpattern::template::{Routes, TemplateError};
 use tokio::sync::watch;
@@ -168,14 +169,13 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         }
     });
     // The template's FilterCriteria on the table's stream, as Lambda applies them.
-    let stream = Arc::new(StreamFeed {
-        filters: routes
+    let stream = Arc::new(StreamFeed::new(
+        routes
             .function(EVENT_RELAY)
             .and_then(|f| f.streams.first())
             .map(|s| s.filters.clone())
             .unwrap_or_default(),
-        one_reader: tokio::sync::Mutex::new(()),
-    });
+    ));
     if config.relay_outbox {
         tasks.spawn(relay_loop(
             store.clone(),
@@ -302,7 +302,87 @@ async fn relay_loop(
 /// (like a shard), so `drain` waits for a batch the background loop is delivering.
 pub(crate) struct StreamFeed {
     filters: Vec<EventPattern>,
+    /// The image attributes the filters look at (`None`: they look elsewhere too, so each
+    /// record is matched whole).
+    filtered_attributes: Option<Vec<String>>,
     one_reader: tokio::sync::Mutex<()>,
+}
+
+impl StreamFeed {
+    fn new(filters: Vec<EventPattern>) -> Self {
+        let filtered_attributes = image_attributes_matched(&filters);
+        StreamFeed {
+            filters,
+            filtered_attributes,
+            one_reader: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether a new image passes the FilterCriteria, as Lambda decides it. The record is
+    /// built as JSON with only the attributes the filters look at: the result is the same,
+    /// and the relay does not copy every event payload once more.
+    fn passes(&self, seq: u64, image: &Item) -> bool {
+        if self.filters.is_empty() {
+            return true;
+        }
+        let new_image = match &self.filtered_attributes {
+            Some(names) => serde_json::Value::Object(
+                names
+                    .iter()
+                    .filter_map(|name| {
+                        let value = serde_json::to_value(image.get(name)?).ok()?;
+                        Some((name.clone(), value))
+                    })
+                    .collect(),
+            ),
+            None => serde_json::to_value(image).unwrap_or_default(),
+        };
+        let record = serde_json::json!({ "eventName": "INSERT", "dynamodb": {
+            "SequenceNumber": seq.to_string(), "NewImage": new_image } });
+        self.filters.iter().any(|f| f.matches(&record))
+    }
+}
+
+/// The `dynamodb.NewImage` attributes that `filters` test, when that is all they test
+/// (besides `eventName` and `dynamodb.SequenceNumber`, which every record carries whole).
+fn image_attributes_matched(filters: &[EventPattern]) -> Option<Vec<String>> {
+    fn walk(pattern: &serde_json::Value, names: &mut Vec<String>) -> Option<()> {
+        for (key, value) in pattern.as_object()? {
+            match key.as_str() {
+                "$or" => {
+                    for branch in value.as_array()? {
+                        walk(branch, names)?;
+                    }
+                }
+                "eventName" => {}
+                "dynamodb" => {
+                    for (field, inner) in value.as_object()? {
+                        match field.as_str() {
+                            "SequenceNumber" => {}
+                            "NewImage" => {
+                                for (name, _) in inner.as_object()? {
+                                    if name == "$or" {
+                                        return None;
+                                    }
+                                    names.push(name.clone());
+                                }
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(())
+    }
+    let mut names = Vec::new();
+    for filter in filters {
+        walk(filter.as_json(), &mut names)?;
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
 }
 
 /// Relays one batch; returns how many records it consumed.
@@ -313,24 +393,25 @@ pub(crate) async fn relay_once(
     stream: &StreamFeed,
 ) -> Result<usize, closedloop_core::store::StoreError> {
     let _reading = stream.one_reader.lock().await;
-    let filters = &stream.filters;
     let after = store.stream_checkpoint_get(RELAY_CONSUMER).await?;
     let records = store.stream_read(after, RELAY_BATCH).await?;
     let Some(last) = records.last().map(|r| r.seq) else {
         return Ok(0);
     };
-    // The same shape Lambda gets from a DynamoDB stream, filtered by the template's FilterCriteria.
-    let lambda_records: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            serde_json::json!({ "eventName": "INSERT", "dynamodb": {
-                "SequenceNumber": r.seq.to_string(), "NewImage": r.new_image } })
-        })
-        .filter(|record| filters.is_empty() || filters.iter().any(|f| f.matches(record)))
-        .collect();
-    let event: closedloop_core::outbox::StreamEvent =
-        serde_json::from_value(serde_json::json!({ "Records": lambda_records }))
-            .map_err(|e| closedloop_core::store::StoreError::Other(e.to_string()))?;
+    // What Lambda gets from a DynamoDB stream, filtered by the template's FilterCriteria.
+    let event = StreamEvent {
+        records: records
+            .into_iter()
+            .filter(|r| stream.passes(r.seq, &r.new_image))
+            .map(|r| closedloop_core::outbox::StreamRecord {
+                event_name: "INSERT".into(),
+                dynamodb: StreamPayload {
+                    sequence_number: r.seq.to_string(),
+                    new_image: Some(r.new_image),
+                },
+            })
+            .collect(),
+    };
     let failed = functions.invoke_relay(bus, event).await;
     // Like Lambda's ReportBatchItemFailures: resume from the first failure.
     let checkpoint = match failed.iter().filter_map(|s| s.parse::<u64>().ok()).min() {
@@ -343,7 +424,11 @@ pub(crate) async fn relay_once(
     Ok((checkpoint - after) as usize)
 }
 
-async fn purge_loop(store: JournalStore, clock: Arc<dyn Clock>, mut stopped: watch::Receiver<bool>) {
+async fn purge_loop(
+    store: JournalStore,
+    clock: Arc<dyn Clock>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -432,5 +517,60 @@ impl Running {
         eprintln!("\nclosedloop: stopping; finishing queued events...");
         self.shutdown().await;
         eprintln!("closedloop: stopped cleanly");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use closedloop_core::store::Value;
+
+    fn image(entity: &str) -> Item {
+        let mut item = closedloop_core::store::Key::new("T#acme#OUTBOX", "E1").to_item();
+        item.insert("entity".into(), Value::s(entity));
+        item.insert("event".into(), Value::s("{\"big\":\"payload\"}"));
+        item
+    }
+
+    /// The relay matches only the attributes the filters name, and decides as the whole record
+    /// would: the template's own filter keeps outbox items and drops the rest.
+    #[test]
+    fn the_template_filter_is_applied_to_the_attributes_it_names() {
+        let template = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml"),
+        )
+        .expect("template.yaml");
+        let routes = Routes::from_template_yaml(&template).expect("routes");
+        let filters = routes
+            .function(EVENT_RELAY)
+            .and_then(|f| f.streams.first())
+            .map(|s| s.filters.clone())
+            .expect("the relay has a stream filter");
+        let feed = StreamFeed::new(filters);
+        assert_eq!(
+            feed.filtered_attributes.as_deref(),
+            Some(&["entity".to_string()][..])
+        );
+        assert!(feed.passes(1, &image("outbox")));
+        assert!(!feed.passes(2, &image("review")));
+    }
+
+    /// A filter on anything besides the new image's attributes is matched on the whole record.
+    #[test]
+    fn other_filters_see_the_whole_record() {
+        let on_keys: EventPattern =
+            r#"{"dynamodb": {"Keys": {"PK": {"S": [{"prefix": "T#acme"}]}}}}"#
+                .parse()
+                .expect("pattern");
+        assert_eq!(image_attributes_matched(&[on_keys]), None);
+        let on_event: EventPattern =
+            r#"{"dynamodb": {"NewImage": {"event": {"S": [{"prefix": "{\"big"}]}}}}"#
+                .parse()
+                .expect("pattern");
+        let feed = StreamFeed::new(vec![on_event]);
+        assert!(
+            feed.passes(1, &image("outbox")),
+            "the named attribute is there to match"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The outbox relay: stream records in, events out to the bus.
 
+use crate::event::EventEnvelope;
 use crate::outbox::{OutboxError, StreamRecord, envelope_from_image};
 use crate::ports::{EventPublisher, PublishError};
 
@@ -38,11 +39,11 @@ pub async fn relay(records: &[StreamRecord], publisher: &dyn EventPublisher) -> 
             }
         }
     }
-    let events: Vec<_> = batch.iter().map(|(_, e)| e.clone()).collect();
+    let (sequence_numbers, events): (Vec<String>, Vec<EventEnvelope>) = batch.into_iter().unzip();
     match publisher.publish(&events).await {
         Ok(()) => outcome.published = events.len(),
         Err(PublishError::Partial { failed }) => {
-            for (seq, event) in &batch {
+            for (seq, event) in sequence_numbers.iter().zip(&events) {
                 if failed.iter().any(|(id, _)| *id == event.event_id) {
                     outcome.failed_sequence_numbers.push(seq.clone());
                 } else {
@@ -52,9 +53,7 @@ pub async fn relay(records: &[StreamRecord], publisher: &dyn EventPublisher) -> 
         }
         Err(PublishError::Unavailable(why)) => {
             tracing::warn!(error = %why, "event bus unavailable; the batch will be retried");
-            outcome
-                .failed_sequence_numbers
-                .extend(batch.into_iter().map(|(seq, _)| seq));
+            outcome.failed_sequence_numbers.extend(sequence_numbers);
         }
     }
     outcome

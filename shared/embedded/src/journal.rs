@@ -23,8 +23,9 @@ use crate::state::{Op, State};
 /// Bumped when the format changes; a journal written by a newer build is refused.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 const HEADER: &str = "closedloop-journal";
-/// A journal is compacted once it is this big and four times its last snapshot.
-const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// A journal is compacted once it is four times its last snapshot (and at least
+/// `compact_after_bytes`, 64 MiB by default).
+pub(crate) const COMPACT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 const COMPACT_GROWTH: u64 = 4;
 /// Snapshot lines hold about this much JSON each.
 const SNAPSHOT_LINE_BYTES: usize = 64 * 1024;
@@ -123,6 +124,7 @@ pub(crate) struct Journal {
     bytes: u64,
     /// Size after the last compaction (or replay), to decide the next one.
     snapshot_bytes: u64,
+    compact_after_bytes: u64,
     sync: bool,
 }
 
@@ -137,7 +139,11 @@ pub(crate) struct Replayed {
 impl Journal {
     /// Opens (creating) the journal at `path` and replays it. `sync`: flush every append to
     /// the disk before it counts.
-    pub(crate) fn open(path: &Path, sync: bool) -> Result<(Journal, Replayed), JournalError> {
+    pub(crate) fn open(
+        path: &Path,
+        sync: bool,
+        compact_after_bytes: u64,
+    ) -> Result<(Journal, Replayed), JournalError> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -185,6 +191,7 @@ impl Journal {
             path: path.to_path_buf(),
             bytes: valid_bytes,
             snapshot_bytes: valid_bytes,
+            compact_after_bytes,
             sync,
         };
         Ok((
@@ -220,7 +227,7 @@ impl Journal {
     }
 
     pub(crate) fn wants_compaction(&self) -> bool {
-        self.bytes > COMPACT_MIN_BYTES && self.bytes > COMPACT_GROWTH * self.snapshot_bytes
+        self.bytes > self.compact_after_bytes && self.bytes > COMPACT_GROWTH * self.snapshot_bytes
     }
 
     /// Rewrites the journal as a snapshot of `state`.

@@ -23,21 +23,18 @@ pub(crate) enum Op {
     Delete(Key),
     /// Drops stream records up to and including this sequence number.
     TrimStream(u64),
-    Checkpoint { consumer: String, seq: u64 },
+    Checkpoint {
+        consumer: String,
+        seq: u64,
+    },
     /// Compaction only: an item restored as it was, without a stream record.
     Restore(Item),
     /// Compaction only: a stream record restored with its sequence number.
-    RestoreStream { seq: u64, image: Item },
+    RestoreStream {
+        seq: u64,
+        image: Item,
+    },
     /// Compaction only: the stream's high-water mark (kept even when every record is trimmed).
-    StreamSeq(u64),
-}
-
-/// What undoes one applied op (used when the journal cannot be written).
-pub(crate) enum Undo {
-    Item { key: Key, old: Option<Item> },
-    StreamAppend,
-    StreamTrim(Vec<(u64, Item)>),
-    Checkpoint { consumer: String, old: Option<u64> },
     StreamSeq(u64),
 }
 
@@ -91,82 +88,38 @@ impl State {
             .collect()
     }
 
-    /// Applies one op and returns what undoes it.
-    pub(crate) fn apply(&mut self, op: Op) -> Vec<Undo> {
+    /// Applies one op.
+    pub(crate) fn apply(&mut self, op: Op) {
         match op {
             Op::Put(item) => {
                 let Some(key) = item.key() else {
-                    return Vec::new(); // validated before it got here
+                    return; // validated before it got here
                 };
-                let new_outbox = is_outbox(&item) && self.get(&key).is_none();
-                let mut undo = Vec::new();
-                if new_outbox {
+                if is_outbox(&item) && self.get(&key).is_none() {
                     self.last_seq += 1;
                     self.stream.insert(self.last_seq, item.clone());
-                    undo.push(Undo::StreamAppend);
                 }
-                let old = self.insert(key.clone(), item);
-                undo.push(Undo::Item { key, old });
-                undo
+                self.insert(key, item);
             }
             Op::Restore(item) => {
-                let Some(key) = item.key() else {
-                    return Vec::new();
-                };
-                let old = self.insert(key.clone(), item);
-                vec![Undo::Item { key, old }]
+                if let Some(key) = item.key() {
+                    self.insert(key, item);
+                }
             }
             Op::Delete(key) => {
-                let old = self.remove(&key);
-                vec![Undo::Item { key, old }]
+                self.remove(&key);
             }
             Op::TrimStream(upto) => {
-                let kept = self.stream.split_off(&(upto.saturating_add(1)));
-                let trimmed = std::mem::replace(&mut self.stream, kept);
-                vec![Undo::StreamTrim(trimmed.into_iter().collect())]
+                self.stream = self.stream.split_off(&(upto.saturating_add(1)));
             }
             Op::Checkpoint { consumer, seq } => {
-                let old = self.checkpoints.insert(consumer.clone(), seq);
-                vec![Undo::Checkpoint { consumer, old }]
+                self.checkpoints.insert(consumer, seq);
             }
             Op::RestoreStream { seq, image } => {
                 self.stream.insert(seq, image);
                 self.last_seq = self.last_seq.max(seq);
-                Vec::new() // compaction never needs undoing
             }
-            Op::StreamSeq(seq) => {
-                let old = self.last_seq;
-                self.last_seq = self.last_seq.max(seq);
-                vec![Undo::StreamSeq(old)]
-            }
-        }
-    }
-
-    /// Reverts undo records, newest first.
-    pub(crate) fn undo(&mut self, undo: Vec<Undo>) {
-        for step in undo.into_iter().rev() {
-            match step {
-                Undo::Item { key, old } => {
-                    self.remove(&key);
-                    if let Some(old) = old {
-                        self.insert(key, old);
-                    }
-                }
-                Undo::StreamAppend => {
-                    self.stream.remove(&self.last_seq);
-                    self.last_seq -= 1;
-                }
-                Undo::StreamTrim(records) => self.stream.extend(records),
-                Undo::Checkpoint { consumer, old } => match old {
-                    Some(seq) => {
-                        self.checkpoints.insert(consumer, seq);
-                    }
-                    None => {
-                        self.checkpoints.remove(&consumer);
-                    }
-                },
-                Undo::StreamSeq(old) => self.last_seq = old,
-            }
+            Op::StreamSeq(seq) => self.last_seq = self.last_seq.max(seq),
         }
     }
 
@@ -181,10 +134,13 @@ impl State {
             seq: *seq,
             image: image.clone(),
         });
-        let checkpoints = self.checkpoints.iter().map(|(consumer, seq)| Op::Checkpoint {
-            consumer: consumer.clone(),
-            seq: *seq,
-        });
+        let checkpoints = self
+            .checkpoints
+            .iter()
+            .map(|(consumer, seq)| Op::Checkpoint {
+                consumer: consumer.clone(),
+                seq: *seq,
+            });
         items
             .chain(stream)
             .chain(std::iter::once(Op::StreamSeq(self.last_seq)))
@@ -290,7 +246,11 @@ impl State {
         let items: Vec<Item> = if query.forward {
             range.take(fetch).map(|(_, item)| item.clone()).collect()
         } else {
-            range.rev().take(fetch).map(|(_, item)| item.clone()).collect()
+            range
+                .rev()
+                .take(fetch)
+                .map(|(_, item)| item.clone())
+                .collect()
         };
         Ok(items)
     }
@@ -316,7 +276,12 @@ impl State {
             Excluded(l) => Included(at(l + "\0")),
         };
         let mut high = match sk_high {
-            Unbounded => Excluded((pk.clone() + "\0", String::new(), String::new(), String::new())),
+            Unbounded => Excluded((
+                pk.clone() + "\0",
+                String::new(),
+                String::new(),
+                String::new(),
+            )),
             Included(h) => Excluded(at(h + "\0")),
             Excluded(h) => Excluded(at(h)),
         };
@@ -379,7 +344,9 @@ fn sort_key_bounds(condition: Option<&SortKeyCondition>) -> (Bound<String>, Boun
             Included(prefix.clone()),
             prefix_successor(prefix).map_or(Unbounded, Excluded),
         ),
-        Some(SortKeyCondition::Between(low, high)) => (Included(low.clone()), Included(high.clone())),
+        Some(SortKeyCondition::Between(low, high)) => {
+            (Included(low.clone()), Included(high.clone()))
+        }
         Some(SortKeyCondition::Lt(v)) => (Unbounded, Excluded(v.clone())),
         Some(SortKeyCondition::Le(v)) => (Unbounded, Included(v.clone())),
         Some(SortKeyCondition::Gt(v)) => (Excluded(v.clone()), Unbounded),
@@ -396,7 +363,11 @@ fn max_lower<T: Ord>(a: Bound<T>, b: Bound<T>) -> Bound<T> {
         (Included(x), Included(y)) => Included(x.max(y)),
         (Excluded(x), Excluded(y)) => Excluded(x.max(y)),
         (Included(i), Excluded(e)) | (Excluded(e), Included(i)) => {
-            if i > e { Included(i) } else { Excluded(e) }
+            if i > e {
+                Included(i)
+            } else {
+                Excluded(e)
+            }
         }
     }
 }
@@ -409,7 +380,11 @@ fn min_upper<T: Ord>(a: Bound<T>, b: Bound<T>) -> Bound<T> {
         (Included(x), Included(y)) => Included(x.min(y)),
         (Excluded(x), Excluded(y)) => Excluded(x.min(y)),
         (Included(i), Excluded(e)) | (Excluded(e), Included(i)) => {
-            if i < e { Included(i) } else { Excluded(e) }
+            if i < e {
+                Included(i)
+            } else {
+                Excluded(e)
+            }
         }
     }
 }
@@ -476,9 +451,9 @@ mod tests {
         item
     }
 
-    /// Replacing an item moves its index entries; deleting it removes them; undo restores.
+    /// Replacing an item moves its index entries; deleting it removes them.
     #[test]
-    fn index_entries_follow_the_item_and_undo_restores_them() {
+    fn index_entries_follow_the_item() {
         let mut state = State::default();
         let gsi = |sk: &str| {
             [
@@ -488,36 +463,37 @@ mod tests {
             ]
         };
         state.apply(Op::Put(item("p", "a", &gsi("2025-01"))));
-        let undo = state.apply(Op::Put(item("p", "a", &gsi("2025-02"))));
+        state.apply(Op::Put(item("p", "a", &gsi("2025-02"))));
         let due = Query::on_index(Index::Gsi1, "due");
         let page = state.query(&due).expect("query");
         assert_eq!(page.items.len(), 1, "the old index entry is gone");
         assert_eq!(page.items[0].str_attr("GSI1SK"), Some("2025-02"));
-        state.undo(undo);
-        let page = state.query(&due).expect("query");
-        assert_eq!(page.items[0].str_attr("GSI1SK"), Some("2025-01"));
+        assert_eq!(state.expired(1_000, 10).len(), 1);
         state.apply(Op::Delete(Key::new("p", "a")));
         assert!(state.query(&due).expect("query").items.is_empty());
-        assert!(state.expired(1_000, 10).is_empty(), "the TTL entry went too");
+        assert!(
+            state.expired(1_000, 10).is_empty(),
+            "the TTL entry went too"
+        );
         assert_eq!(state.item_count(), 0);
     }
 
     #[test]
-    fn a_new_outbox_item_appends_once_and_undo_takes_it_back() {
+    fn only_a_new_outbox_item_appends_to_the_stream() {
         let mut state = State::default();
-        let outbox = item("T#t#OUTBOX", "E1", &[("entity", Value::s("outbox"))]);
-        state.apply(Op::Put(outbox.clone()));
-        let undo = state.apply(Op::Put(outbox.clone()));
-        assert_eq!(state.last_seq(), 1, "rewriting an outbox item is not a new record");
-        state.undo(undo);
-        let undo = state.apply(Op::Put(item(
-            "T#t#OUTBOX",
-            "E2",
-            &[("entity", Value::s("outbox"))],
-        )));
+        let outbox = |sk: &str| item("T#t#OUTBOX", sk, &[("entity", Value::s("outbox"))]);
+        state.apply(Op::Put(outbox("E1")));
+        state.apply(Op::Put(outbox("E1")));
+        assert_eq!(
+            state.last_seq(),
+            1,
+            "rewriting an outbox item is not a new record"
+        );
+        state.apply(Op::Put(item("T#t#OTHER", "E2", &[])));
+        state.apply(Op::Put(outbox("E2")));
         assert_eq!(state.last_seq(), 2);
-        state.undo(undo);
-        assert_eq!(state.last_seq(), 1);
-        assert_eq!(state.stream_after(0, 10).len(), 1);
+        state.apply(Op::TrimStream(1));
+        let left: Vec<u64> = state.stream_after(0, 10).iter().map(|(s, _)| *s).collect();
+        assert_eq!(left, [2]);
     }
 }

@@ -2,15 +2,17 @@
 //! memory; every write is appended to a journal file before it is answered or seen.
 //!
 //! How it is put together, and why:
-//! - **Reads** (`get`, `query`, the stream) take a shared lock on the in-memory state and run
-//!   on the caller's thread: no syscall, no decoding, no hand-off.
-//! - **One writer thread** applies every write. Writes that queue up while it works are taken
-//!   together (group commit): it applies each one's condition check and changes to the state,
-//!   appends their journal lines with one `write`, and only then releases the state and
-//!   answers. So a write is visible only once it is in the journal, a failed condition leaves
-//!   nothing behind, and a transaction is one journal line, replayed whole or not at all. If
-//!   the journal cannot be written, the batch's changes are undone in memory and every caller
-//!   in it gets the error.
+//! - **Reads** (`get`, `query`) take a shared lock on the in-memory state and run on the
+//!   caller's thread: no syscall, no decoding, no hand-off.
+//! - **Writes** run on the caller's thread too, under the exclusive lock: check the condition,
+//!   apply the changes, queue the journal line (a transaction is one line, replayed whole or
+//!   not at all). Then, with the lock released, the caller makes sure its line is written:
+//!   one caller at a time writes everything queued so far with one `write` (group commit), and
+//!   whoever finds their line already written returns at once. A caller hears back only after
+//!   its line is written; the relay sees a stream record only after that too.
+//! - A line that cannot be written (a full disk) stops the store: it refuses every later write
+//!   with the reason, since later writes may have read the unwritten one. Restarting replays
+//!   what was written.
 //! - **Durability**: by default an answered write is in the operating system's page cache, so
 //!   it survives a crash of the process (not a power cut), like SQLite's WAL with
 //!   `synchronous=NORMAL`. `Durability::PowerLoss` flushes each batch to the disk first.
@@ -24,11 +26,9 @@
 //! The trade: the data set must fit in memory, which suits a laptop and a test run. Production
 //! runs on DynamoDB.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use closedloop_core::store::{
@@ -36,14 +36,12 @@ use closedloop_core::store::{
     validate_condition, validate_item, validate_key, validate_query, validate_transaction,
     validate_update,
 };
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::expression::{apply_update, condition_holds};
 use crate::journal::{self, Journal, JournalError};
-use crate::state::{Op, State, Undo};
+use crate::state::{Op, State};
 
-/// At most this many queued writes share one journal append.
-const MAX_GROUP_COMMIT: usize = 256;
 /// Items deleted per write by `purge_expired`, so a large purge does not stall writers.
 const PURGE_CHUNK: usize = 500;
 
@@ -56,15 +54,28 @@ pub enum Durability {
     /// runner and tests.
     #[default]
     ProcessCrash,
-    /// Each batch is flushed to the disk (`fdatasync`) before anyone hears back, so it also
-    /// survives power loss. Costs a disk flush per batch, shared by concurrent writers.
+    /// Each group of lines is flushed to the disk (`fdatasync`) before anyone in it hears back,
+    /// so it also survives power loss. Costs a disk flush per group, shared by concurrent
+    /// writers; the flush runs on the writing caller's thread.
     PowerLoss,
 }
 
 /// Options for [`JournalStore::open_with`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub durability: Durability,
+    /// The journal is rewritten as a snapshot once it is four times its last snapshot and at
+    /// least this big (64 MiB by default).
+    pub compact_after_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::default(),
+            compact_after_bytes: journal::COMPACT_AFTER_BYTES,
+        }
+    }
 }
 
 /// Why a store could not be opened.
@@ -99,8 +110,6 @@ pub enum OpenError {
          at another file"
     )]
     NotAJournal { path: PathBuf, start: String },
-    #[error("cannot start the store's writer thread: {0}")]
-    WriterThread(std::io::Error),
 }
 
 /// One record of the outbox stream: a newly created outbox item.
@@ -119,23 +128,34 @@ pub struct JournalStore {
 
 struct Inner {
     path: Option<PathBuf>,
-    state: Arc<RwLock<State>>,
-    /// `None` only while dropping (so the writer thread sees the channel close).
-    writer: Option<mpsc::Sender<Box<dyn WriteJob>>>,
-    writer_thread: Option<JoinHandle<()>>,
-    stream_seq: watch::Receiver<u64>,
-    /// Held (locked) for as long as the store is open; dropped last.
+    state: RwLock<State>,
+    /// `None` for an in-memory store.
+    journal: Option<JournalSink>,
+    /// The newest stream sequence number whose record is written (what the relay may read).
+    stream_seq: watch::Sender<u64>,
+    /// Held (locked) for as long as the store is open; dropped last (fields drop in order).
     _lock_file: Option<std::fs::File>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Let queued writes finish and the journal close before the lock goes.
-        drop(self.writer.take());
-        if let Some(thread) = self.writer_thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Journal lines waiting to be written, and the file they go to.
+struct JournalSink {
+    /// Lock order: `file`, then `state`, then `queued` (writers take `state`, then `queued`).
+    /// An async lock: a caller waiting for another's `write` yields its worker thread.
+    file: tokio::sync::Mutex<Journal>,
+    queued: Mutex<Queued>,
+    /// How far (in `Queued::end` terms) the file is written.
+    written: AtomicU64,
+    /// Why the store stopped taking writes, once a line could not be written.
+    broken: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Queued {
+    lines: Vec<u8>,
+    /// Bytes ever queued: the position just after the last queued line.
+    end: u64,
+    /// The stream's high-water mark once every queued line is applied.
+    last_seq: u64,
 }
 
 impl std::fmt::Debug for JournalStore {
@@ -159,21 +179,22 @@ impl JournalStore {
         let lock_file = lock_exclusively(&path)?;
         let sync = options.durability == Durability::PowerLoss;
         let opened = std::time::Instant::now();
-        let (mut journal, replayed) = Journal::open(&path, sync).map_err(|e| match e {
-            JournalError::Io(source) => OpenError::Journal {
-                path: path.clone(),
-                source,
-            },
-            JournalError::TooNew { found, supported } => OpenError::FormatTooNew {
-                path: path.clone(),
-                found,
-                supported,
-            },
-            JournalError::NotAJournal(start) => OpenError::NotAJournal {
-                path: path.clone(),
-                start,
-            },
-        })?;
+        let (mut journal, replayed) = Journal::open(&path, sync, options.compact_after_bytes)
+            .map_err(|e| match e {
+                JournalError::Io(source) => OpenError::Journal {
+                    path: path.clone(),
+                    source,
+                },
+                JournalError::TooNew { found, supported } => OpenError::FormatTooNew {
+                    path: path.clone(),
+                    found,
+                    supported,
+                },
+                JournalError::NotAJournal(start) => OpenError::NotAJournal {
+                    path: path.clone(),
+                    start,
+                },
+            })?;
         if replayed.cut_bytes > 0 {
             tracing::warn!(path = %path.display(), cut_bytes = replayed.cut_bytes,
                 "the journal ended in a torn write (a crash or power cut mid-write); it was \
@@ -190,12 +211,17 @@ impl JournalStore {
                     source,
                 })?;
         }
-        Self::start(replayed.state, Some(journal), Some(path), Some(lock_file))
+        Ok(Self::start(
+            replayed.state,
+            Some(journal),
+            Some(path),
+            Some(lock_file),
+        ))
     }
 
     /// A private store in memory only, gone when the last clone is dropped. For tests.
     pub fn open_in_memory() -> Result<Self, OpenError> {
-        Self::start(State::default(), None, None, None)
+        Ok(Self::start(State::default(), None, None, None))
     }
 
     fn start(
@@ -203,25 +229,26 @@ impl JournalStore {
         journal: Option<Journal>,
         path: Option<PathBuf>,
         lock_file: Option<std::fs::File>,
-    ) -> Result<Self, OpenError> {
-        let (seq_tx, seq_rx) = watch::channel(state.last_seq());
-        let state = Arc::new(RwLock::new(state));
-        let (tx, rx) = mpsc::channel();
-        let writer_state = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || writer_loop(writer_state, journal, rx, seq_tx))
-            .map_err(OpenError::WriterThread)?;
-        Ok(JournalStore {
+    ) -> Self {
+        let (stream_seq, _) = watch::channel(state.last_seq());
+        let journal = journal.map(|file| JournalSink {
+            file: tokio::sync::Mutex::new(file),
+            queued: Mutex::new(Queued {
+                last_seq: state.last_seq(),
+                ..Queued::default()
+            }),
+            written: AtomicU64::new(0),
+            broken: Mutex::new(None),
+        });
+        JournalStore {
             inner: Arc::new(Inner {
                 path,
-                state,
-                writer: Some(tx),
-                writer_thread: Some(thread),
-                stream_seq: seq_rx,
+                state: RwLock::new(state),
+                journal,
+                stream_seq,
                 _lock_file: lock_file,
             }),
-        })
+        }
     }
 
     /// The journal file (`None` for an in-memory store).
@@ -257,10 +284,12 @@ impl JournalStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<StreamRecord>, StoreError> {
+        let written = *self.inner.stream_seq.borrow();
         Ok(self
             .state()
             .stream_after(after_seq, limit)
             .into_iter()
+            .take_while(|(seq, _)| *seq <= written)
             .map(|(seq, new_image)| StreamRecord { seq, new_image })
             .collect())
     }
@@ -285,7 +314,10 @@ impl JournalStore {
     pub async fn stream_trim(&self, upto_seq: u64) -> Result<usize, StoreError> {
         self.write(move |batch| {
             let trimmed = batch.state().stream_after(0, usize::MAX);
-            let count = trimmed.iter().take_while(|(seq, _)| *seq <= upto_seq).count();
+            let count = trimmed
+                .iter()
+                .take_while(|(seq, _)| *seq <= upto_seq)
+                .count();
             if count > 0 {
                 batch.commit(vec![Op::TrimStream(upto_seq)], None);
             }
@@ -297,7 +329,7 @@ impl JournalStore {
     /// Watches the newest stream sequence number, so a relay can wait for new records
     /// instead of polling (`changed().await`, then `stream_read`).
     pub fn stream_watch(&self) -> watch::Receiver<u64> {
-        self.inner.stream_seq.clone()
+        self.inner.stream_seq.subscribe()
     }
 
     fn state(&self) -> RwLockReadGuard<'_, State> {
@@ -306,30 +338,115 @@ impl JournalStore {
         self.inner.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `work` on the writer thread and answers once its changes are in the journal.
+    /// Runs `work` under the exclusive lock and answers once its changes are in the journal.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
-        T: Send + 'static,
-        F: FnOnce(&mut Batch<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Batch<'_>) -> Result<T, StoreError>,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(Job {
-            work: Some(work),
-            outcome: None,
-            reply,
-        });
-        self.inner
-            .writer
-            .as_ref()
-            .ok_or_else(writer_gone)?
-            .send(job)
-            .map_err(|_| writer_gone())?;
-        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+        let inner = &self.inner;
+        if let Some(journal) = &inner.journal
+            && let Some(why) = journal.broken()
+        {
+            return Err(why);
+        }
+        let mut line = Vec::new();
+        let (outcome, queued_to) = {
+            let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut batch = Batch {
+                state: &mut state,
+                lines: inner.journal.as_ref().map(|_| &mut line),
+            };
+            let outcome = work(&mut batch);
+            let queued_to = match &inner.journal {
+                Some(journal) if !line.is_empty() => {
+                    let mut queued = journal.queued.lock().unwrap_or_else(|e| e.into_inner());
+                    queued.lines.extend_from_slice(&line);
+                    queued.end += line.len() as u64;
+                    queued.last_seq = state.last_seq();
+                    Some(queued.end)
+                }
+                _ => None,
+            };
+            if inner.journal.is_none() && state.last_seq() > *inner.stream_seq.borrow() {
+                inner.stream_seq.send_replace(state.last_seq());
+            }
+            (outcome, queued_to)
+        };
+        if let (Some(journal), Some(position)) = (&inner.journal, queued_to) {
+            journal
+                .write_through(position, &inner.state, &inner.stream_seq)
+                .await?;
+        }
+        outcome
     }
 }
 
-fn writer_gone() -> StoreError {
-    StoreError::Other("the store's writer thread has stopped".into())
+impl JournalSink {
+    fn broken(&self) -> Option<StoreError> {
+        let broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        broken.as_ref().map(|why| {
+            StoreError::Other(format!(
+                "the store stopped taking writes: its journal could not be written ({why}); \
+                 free disk space and restart closedloop"
+            ))
+        })
+    }
+
+    /// Returns once every line queued up to `position` is written (by this caller or another).
+    async fn write_through(
+        &self,
+        position: u64,
+        state: &RwLock<State>,
+        stream_seq: &watch::Sender<u64>,
+    ) -> Result<(), StoreError> {
+        if self.written.load(Ordering::Acquire) >= position {
+            return Ok(());
+        }
+        let mut file = self.file.lock().await;
+        if self.written.load(Ordering::Acquire) >= position {
+            return Ok(()); // the caller before us wrote our line too
+        }
+        if let Some(why) = self.broken() {
+            return Err(why);
+        }
+        let (lines, end, last_seq) = {
+            let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut queued.lines),
+                queued.end,
+                queued.last_seq,
+            )
+        };
+        if let Err(e) = file.append(&lines) {
+            tracing::error!(error = %e, "cannot append to the store journal; the store stops taking writes");
+            *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+            return Err(self.broken().expect("just set"));
+        }
+        self.written.store(end, Ordering::Release);
+        if last_seq > *stream_seq.borrow() {
+            stream_seq.send_replace(last_seq);
+        }
+        if file.wants_compaction() {
+            self.compact(&mut file, state);
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal as a snapshot. Readers go on meanwhile; writers wait.
+    fn compact(&self, file: &mut Journal, state: &RwLock<State>) {
+        let state = state.read().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let before = file.bytes();
+        match file.compact(&state) {
+            Ok(()) => {
+                // The snapshot holds what the queued lines would have written.
+                queued.lines.clear();
+                self.written.store(queued.end, Ordering::Release);
+                tracing::info!(before, after = file.bytes(), "store journal compacted");
+            }
+            Err(e) => tracing::error!(error = %e, "store journal compaction failed; will retry"),
+        }
+    }
 }
 
 /// Locks the file `<journal>.lock` next to the journal, or reports that someone else holds it.
@@ -361,13 +478,12 @@ fn lock_exclusively(journal_path: &Path) -> Result<std::fs::File, OpenError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The writer thread
+// Writes
 
-/// What a write job sees: the state, with this batch's earlier writes applied.
+/// What a write sees: the state, under the exclusive lock.
 struct Batch<'s> {
     state: &'s mut State,
-    undo: &'s mut Vec<Undo>,
-    /// Journal lines of the batch so far (`None`: an in-memory store keeps no journal).
+    /// The journal line of this write (`None`: an in-memory store keeps no journal).
     lines: Option<&'s mut Vec<u8>>,
 }
 
@@ -380,8 +496,8 @@ impl Batch<'_> {
         self.state.get(key).cloned()
     }
 
-    /// Applies a job's changes, all together, after its checks passed. `encoded` is the
-    /// journal line for `ops` when the caller already encoded it (off the writer thread).
+    /// Applies a write's changes, all together, after its checks passed. `encoded` is the
+    /// journal line for `ops` when the caller already encoded it (outside the lock).
     fn commit(&mut self, ops: Vec<Op>, encoded: Option<Vec<u8>>) {
         if let Some(lines) = self.lines.as_deref_mut() {
             match encoded {
@@ -390,109 +506,7 @@ impl Batch<'_> {
             }
         }
         for op in ops {
-            self.undo.extend(self.state.apply(op));
-        }
-    }
-}
-
-trait WriteJob: Send {
-    /// Runs the work against the batch; whether it succeeded.
-    fn apply(&mut self, batch: &mut Batch<'_>) -> bool;
-    /// Answers the caller once the batch's fate (`written`) is known.
-    fn finish(self: Box<Self>, written: Result<(), StoreError>);
-}
-
-struct Job<T, F> {
-    work: Option<F>,
-    outcome: Option<Result<T, StoreError>>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-}
-
-impl<T, F> WriteJob for Job<T, F>
-where
-    T: Send,
-    F: FnOnce(&mut Batch<'_>) -> Result<T, StoreError> + Send,
-{
-    fn apply(&mut self, batch: &mut Batch<'_>) -> bool {
-        let Some(work) = self.work.take() else {
-            return false;
-        };
-        let outcome = work(batch);
-        let succeeded = outcome.is_ok();
-        self.outcome = Some(outcome);
-        succeeded
-    }
-
-    fn finish(self: Box<Self>, written: Result<(), StoreError>) {
-        let answer = match (self.outcome, written) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(value)), Ok(())) => Ok(value),
-            (_, Err(e)) => Err(e),
-            (None, Ok(())) => Err(StoreError::Other("the write failed unexpectedly".into())),
-        };
-        // The caller may have given up waiting; nothing to do then.
-        let _ = self.reply.send(answer);
-    }
-}
-
-fn writer_loop(
-    state: Arc<RwLock<State>>,
-    mut journal: Option<Journal>,
-    inbox: mpsc::Receiver<Box<dyn WriteJob>>,
-    stream_seq: watch::Sender<u64>,
-) {
-    let mut lines = Vec::with_capacity(64 * 1024);
-    let mut undo = Vec::new();
-    while let Ok(first) = inbox.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP_COMMIT {
-            match inbox.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        lines.clear();
-        undo.clear();
-        let mut guard = state.write().unwrap_or_else(|e| e.into_inner());
-        let seq_before = guard.last_seq();
-        for job in &mut jobs {
-            let mut batch = Batch {
-                state: &mut guard,
-                undo: &mut undo,
-                lines: journal.as_ref().map(|_| &mut lines),
-            };
-            if catch_unwind(AssertUnwindSafe(|| job.apply(&mut batch))).is_err() {
-                tracing::error!("a write on the embedded store panicked");
-            }
-        }
-        let written = match journal.as_mut() {
-            Some(journal) if !lines.is_empty() => journal.append(&lines).map_err(|e| {
-                tracing::error!(error = %e, "cannot append to the store journal");
-                StoreError::Other(format!("cannot write the store journal: {e}"))
-            }),
-            _ => Ok(()),
-        };
-        if written.is_err() {
-            guard.undo(std::mem::take(&mut undo));
-        }
-        let newest_seq = guard.last_seq();
-        drop(guard);
-        if newest_seq > seq_before {
-            stream_seq.send_replace(newest_seq);
-        }
-        for job in jobs {
-            job.finish(written.clone());
-        }
-        if let Some(journal) = journal.as_mut()
-            && journal.wants_compaction()
-        {
-            // Readers go on meanwhile; writers wait, as nothing else changes the state.
-            let guard = state.read().unwrap_or_else(|e| e.into_inner());
-            let before = journal.bytes();
-            match journal.compact(&guard) {
-                Ok(()) => tracing::info!(before, after = journal.bytes(), "store journal compacted"),
-                Err(e) => tracing::error!(error = %e, "store journal compaction failed; will retry"),
-            }
+            self.state.apply(op);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use closedloop_core::store::{Condition, Item, ItemStore, Key, StoreError, Update, Value, WriteOp};
-use closedloop_embedded::{JournalStore, OpenError};
+use closedloop_embedded::{JournalStore, OpenError, StoreOptions};
 
 /// A scratch directory under Cargo's target dir, removed when dropped.
 struct Scratch(PathBuf);
@@ -318,8 +318,14 @@ async fn a_file_that_is_not_a_journal_is_refused_and_left_alone() {
     std::fs::write(scratch.db(), b"SQLite format 3\0...").expect("write");
     let err = JournalStore::open(scratch.db()).expect_err("not a journal");
     assert!(matches!(err, OpenError::NotAJournal { .. }), "{err:?}");
-    assert!(err.to_string().contains("another file"), "says what to do: {err}");
-    assert_eq!(std::fs::read(scratch.db()).expect("read"), b"SQLite format 3\0...");
+    assert!(
+        err.to_string().contains("another file"),
+        "says what to do: {err}"
+    );
+    assert_eq!(
+        std::fs::read(scratch.db()).expect("read"),
+        b"SQLite format 3\0..."
+    );
 }
 
 /// A write the machine lost power during leaves a partial line; opening keeps every whole
@@ -346,17 +352,33 @@ async fn a_torn_last_write_is_cut_off_and_everything_before_it_kept() {
     let things = |store: JournalStore| async move {
         let mut found = Vec::new();
         for sk in ["a", "b", "c", "d"] {
-            if store.get(&Key::new("T#acme#THINGS", sk)).await.expect("get").is_some() {
+            if store
+                .get(&Key::new("T#acme#THINGS", sk))
+                .await
+                .expect("get")
+                .is_some()
+            {
                 found.push(sk);
             }
         }
         found
     };
-    assert_eq!(things(store.clone()).await, ["a", "b"], "the torn write is gone");
-    store.put(plain_item("d"), None).await.expect("put after the cut");
+    assert_eq!(
+        things(store.clone()).await,
+        ["a", "b"],
+        "the torn write is gone"
+    );
+    store
+        .put(plain_item("d"), None)
+        .await
+        .expect("put after the cut");
     drop(store);
     let store = JournalStore::open(scratch.db()).expect("reopen");
-    assert_eq!(things(store).await, ["a", "b", "d"], "writes after the cut replay");
+    assert_eq!(
+        things(store).await,
+        ["a", "b", "d"],
+        "writes after the cut replay"
+    );
 }
 
 /// A flipped byte in the middle of a line (a bad sector, a torn page) fails its checksum:
@@ -373,7 +395,10 @@ async fn a_corrupted_write_is_not_replayed() {
     std::fs::write(scratch.db(), text.replace("original text", "originaL text")).expect("write");
     let store = JournalStore::open(scratch.db()).expect("reopen");
     assert_eq!(
-        store.get(&Key::new("T#acme#THINGS", "a")).await.expect("get"),
+        store
+            .get(&Key::new("T#acme#THINGS", "a"))
+            .await
+            .expect("get"),
         None,
         "a line whose checksum fails is not trusted"
     );
@@ -387,7 +412,11 @@ async fn every_kind_of_write_replays_to_the_same_state() {
     store.put(plain_item("kept"), None).await.expect("put");
     store.put(plain_item("gone"), None).await.expect("put");
     store
-        .update(&Key::new("T#acme#THINGS", "kept"), Update::new().add("n", 5), None)
+        .update(
+            &Key::new("T#acme#THINGS", "kept"),
+            Update::new().add("n", 5),
+            None,
+        )
         .await
         .expect("update");
     store
@@ -411,7 +440,10 @@ async fn every_kind_of_write_replays_to_the_same_state() {
 
     let store = JournalStore::open(scratch.db()).expect("reopen");
     assert_eq!(snapshot(&store).await, before);
-    assert_eq!(store.stream_read(0, 10).await.expect("stream"), stream_before);
+    assert_eq!(
+        store.stream_read(0, 10).await.expect("stream"),
+        stream_before
+    );
     assert_eq!(
         store
             .get(&Key::new("T#acme#THINGS", "kept"))
@@ -422,12 +454,80 @@ async fn every_kind_of_write_replays_to_the_same_state() {
     );
 }
 
+/// Rewriting the same items over and over compacts the journal to about what is live, and
+/// a reopen after compaction sees every item, the stream and the checkpoints as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compacted_journal_reopens_to_the_same_state() {
+    let scratch = Scratch::new();
+    let options = || StoreOptions {
+        compact_after_bytes: 16 * 1024,
+        ..StoreOptions::default()
+    };
+    let store = JournalStore::open_with(scratch.db(), options()).expect("open");
+    for round in 0..200 {
+        for sk in ["a", "b", "c"] {
+            let mut item = plain_item(sk);
+            item.insert("round".into(), Value::n(round));
+            item.insert("padding".into(), Value::s("x".repeat(200)));
+            store.put(item, None).await.expect("put");
+        }
+    }
+    store.put(outbox_item("E1"), None).await.expect("outbox");
+    store.put(outbox_item("E2"), None).await.expect("outbox");
+    store
+        .stream_checkpoint_set("relay", 1)
+        .await
+        .expect("checkpoint");
+    let written = std::fs::metadata(scratch.db()).expect("journal").len();
+    assert!(
+        written < 64 * 1024,
+        "600 writes of ~300 bytes were compacted, not kept: {written} bytes"
+    );
+    let stream = store.stream_read(0, 10).await.expect("stream");
+    drop(store);
+
+    let store = JournalStore::open_with(scratch.db(), options()).expect("reopen");
+    for sk in ["a", "b", "c"] {
+        let item = store
+            .get(&Key::new("T#acme#THINGS", sk))
+            .await
+            .expect("get")
+            .expect("kept through compaction");
+        assert_eq!(item.get("round").and_then(Value::as_i64), Some(199));
+    }
+    assert_eq!(store.stream_read(0, 10).await.expect("stream"), stream);
+    assert_eq!(store.stream_checkpoint_get("relay").await.expect("get"), 1);
+    store.put(outbox_item("E3"), None).await.expect("outbox");
+    let seqs: Vec<u64> = store
+        .stream_read(0, 10)
+        .await
+        .expect("stream")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        [1, 2, 3],
+        "sequence numbers carry on after compaction"
+    );
+}
+
 async fn snapshot(store: &JournalStore) -> Vec<Option<Item>> {
     let mut items = Vec::new();
     for sk in ["kept", "gone", "with-event"] {
-        items.push(store.get(&Key::new("T#acme#THINGS", sk)).await.expect("get"));
+        items.push(
+            store
+                .get(&Key::new("T#acme#THINGS", sk))
+                .await
+                .expect("get"),
+        );
     }
-    items.push(store.get(&Key::new("T#acme#OUTBOX", "E1")).await.expect("get"));
+    items.push(
+        store
+            .get(&Key::new("T#acme#OUTBOX", "E1"))
+            .await
+            .expect("get"),
+    );
     items
 }
 
