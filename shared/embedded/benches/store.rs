@@ -73,10 +73,10 @@ fn puts(c: &mut Criterion) {
     );
     let scratch = std::env::temp_dir().join(format!("closedloop-bench-{}", std::process::id()));
     for (label, durability) in [
-        ("wal_normal", Durability::ProcessCrash),
-        ("wal_full", Durability::PowerLoss),
+        ("process_crash", Durability::ProcessCrash),
+        ("power_loss", Durability::PowerLoss),
     ] {
-        let path: PathBuf = scratch.join(format!("{label}.db"));
+        let path: PathBuf = scratch.join(format!("{label}.journal"));
         let options = StoreOptions {
             durability,
             ..StoreOptions::default()
