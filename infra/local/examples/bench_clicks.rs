@@ -288,6 +288,12 @@ async fn main() {
         let relaying = Instant::now();
         running.drain().await.expect("drain");
         clicks_max.seconds += relaying.elapsed().as_secs_f64();
+        eprintln!(
+            "round {}: clicks took {:.2} s, relaying their events {:.2} s more",
+            rounds.len() + 1,
+            clicks_max.seconds - relaying.elapsed().as_secs_f64(),
+            relaying.elapsed().as_secs_f64()
+        );
         rounds.push((health_max, clicks_max));
     }
     let health_paced = load(

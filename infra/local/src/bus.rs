@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use closedloop_core::event::{EventEnvelope, bus_event};
+use closedloop_core::event::{EventEnvelope, bus_event, bus_event_head};
 use closedloop_core::ports::{EventPublisher, PublishError};
 use closedloop_eventpattern::template::{EventRoute, Routes};
 
@@ -18,6 +18,8 @@ const DEFAULT_RETRIES: u32 = 3;
 
 pub struct LocalBus {
     routes: Vec<(String, EventRoute)>,
+    /// Per route: whether its pattern looks inside `detail` (else the event's head decides).
+    looks_at_detail: Vec<bool>,
     deliverer: Arc<Deliverer>,
 }
 
@@ -35,27 +37,40 @@ impl LocalBus {
         dead_letters: PathBuf,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dead_letters)?;
-        let routes = routes
+        let routes: Vec<(String, EventRoute)> = routes
             .functions
             .iter()
             .flat_map(|f| f.events.iter().map(|e| (f.logical_id.clone(), e.clone())))
+            .collect();
+        let looks_at_detail = routes
+            .iter()
+            .map(|(_, route)| mentions_key(route.pattern.as_json(), "detail"))
             .collect();
         let deliverer = Arc::new(Deliverer {
             functions,
             dead_letters,
             retry_base: Duration::from_millis(100),
         });
-        Ok(LocalBus { routes, deliverer })
+        Ok(LocalBus {
+            routes,
+            looks_at_detail,
+            deliverer,
+        })
     }
+}
 
-    /// The functions an event goes to, by the template's patterns.
-    pub fn targets(&self, event: &serde_json::Value) -> Vec<(String, EventRoute)> {
-        self.routes
-            .iter()
-            .filter(|(_, route)| route.pattern.matches(event))
-            .cloned()
-            .collect()
-    }
+/// Whether a pattern tests `key` at its top level (directly or in an `$or` branch).
+fn mentions_key(pattern: &serde_json::Value, key: &str) -> bool {
+    let Some(fields) = pattern.as_object() else {
+        return false;
+    };
+    fields.iter().any(|(name, value)| {
+        name == key
+            || (name == "$or"
+                && value
+                    .as_array()
+                    .is_some_and(|branches| branches.iter().any(|b| mentions_key(b, key))))
+    })
 }
 
 impl Deliverer {
@@ -96,14 +111,52 @@ impl EventPublisher for LocalBus {
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PublishError> {
         let mut deliveries = tokio::task::JoinSet::new();
         for envelope in events {
-            let event = bus_event(envelope);
-            for (function, route) in self.targets(&event) {
-                let deliverer = self.deliverer.clone();
-                let event = event.clone();
-                deliveries.spawn(async move { deliverer.deliver(&function, &route, &event).await });
+            // Most events match no rule that looks at their payload: decide on the head, and
+            // build the whole event (a copy of the payload) only when needed.
+            let head = bus_event_head(envelope);
+            let mut whole = None;
+            for ((function, route), looks_at_detail) in
+                self.routes.iter().zip(&self.looks_at_detail)
+            {
+                let matched = if *looks_at_detail {
+                    route
+                        .pattern
+                        .matches(whole.get_or_insert_with(|| bus_event(envelope)))
+                } else {
+                    route.pattern.matches(&head)
+                };
+                if matched {
+                    let event = whole.get_or_insert_with(|| bus_event(envelope)).clone();
+                    let (deliverer, function, route) =
+                        (self.deliverer.clone(), function.clone(), route.clone());
+                    deliveries
+                        .spawn(async move { deliverer.deliver(&function, &route, &event).await });
+                }
             }
         }
         while deliveries.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_looks_at_detail_when_it_names_it_even_in_an_or_branch() {
+        let pattern = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap();
+        assert!(!mentions_key(
+            &pattern(r#"{"source": ["closedloop"], "detail-type": ["review.received"]}"#),
+            "detail"
+        ));
+        assert!(mentions_key(
+            &pattern(r#"{"detail": {"data": {"review": {"rating": ["negative"]}}}}"#),
+            "detail"
+        ));
+        assert!(mentions_key(
+            &pattern(r#"{"$or": [{"source": ["x"]}, {"detail": {"depth": [0]}}]}"#),
+            "detail"
+        ));
     }
 }

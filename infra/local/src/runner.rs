@@ -421,6 +421,9 @@ pub(crate) async fn relay_once(
     store
         .stream_checkpoint_set(RELAY_CONSUMER, checkpoint)
         .await?;
+    // The relay is the stream's only reader: what it has passed is not needed again (the
+    // outbox items themselves stay until their TTL, as in DynamoDB).
+    store.stream_trim(checkpoint).await?;
     Ok((checkpoint - after) as usize)
 }
 

@@ -201,6 +201,14 @@ pub fn envelope_from_bus_event(event: &serde_json::Value) -> Option<EventEnvelop
 /// The EventBridge event a target receives for `envelope` (used by the local bus so handlers
 /// see exactly what Lambda gives them).
 pub fn bus_event(envelope: &EventEnvelope) -> serde_json::Value {
+    let mut event = bus_event_head(envelope);
+    event["detail"] = serde_json::to_value(envelope).expect("envelopes serialise");
+    event
+}
+
+/// The bus event without its `detail`: enough to match patterns that do not look inside it,
+/// without copying the payload.
+pub fn bus_event_head(envelope: &EventEnvelope) -> serde_json::Value {
     serde_json::json!({
         "version": "0",
         "id": envelope.event_id.to_string(),
@@ -208,6 +216,5 @@ pub fn bus_event(envelope: &EventEnvelope) -> serde_json::Value {
         "source": EVENT_SOURCE,
         "time": envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "resources": [],
-        "detail": envelope,
     })
 }

@@ -16,7 +16,7 @@ pub struct RelayOutcome {
 /// Publishes the outbox events among `records`, in order.
 pub async fn relay(records: &[StreamRecord], publisher: &dyn EventPublisher) -> RelayOutcome {
     let mut outcome = RelayOutcome::default();
-    let mut batch = Vec::new();
+    let mut batch = Vec::with_capacity(records.len());
     for record in records {
         let Some(image) = record
             .dynamodb

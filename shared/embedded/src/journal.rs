@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use closedloop_core::store::{Item, Key};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Op, State};
+use crate::state::{Op, Snapshot, State};
 
 /// Bumped when the format changes; a journal written by a newer build is refused.
 pub(crate) const FORMAT_VERSION: u32 = 1;
@@ -230,37 +230,34 @@ impl Journal {
         self.bytes > self.compact_after_bytes && self.bytes > COMPACT_GROWTH * self.snapshot_bytes
     }
 
-    /// Rewrites the journal as a snapshot of `state`.
+    /// Rewrites the journal as a snapshot of `state`, which must hold every written line.
     pub(crate) fn compact(&mut self, state: &State) -> std::io::Result<()> {
+        let temp = self.compaction_path();
+        write_snapshot(&temp, &state.snapshot())?;
+        let tail_from = self.bytes;
+        self.install_snapshot(&temp, tail_from)
+    }
+
+    /// Where a snapshot is written before it replaces the journal.
+    pub(crate) fn compaction_path(&self) -> PathBuf {
         let mut temp = self.path.as_os_str().to_owned();
         temp.push(".compact");
-        let temp = PathBuf::from(temp);
-        let file = File::create(&temp)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(format!("{HEADER} {FORMAT_VERSION}\n").as_bytes())?;
-        let mut line = Vec::with_capacity(SNAPSHOT_LINE_BYTES * 2);
-        let mut ops = Vec::new();
-        let mut pending = 0usize;
-        for op in state.snapshot() {
-            pending += op_size_hint(&op);
-            ops.push(op);
-            if pending >= SNAPSHOT_LINE_BYTES {
-                line.clear();
-                encode_line(&ops, &mut line);
-                out.write_all(&line)?;
-                ops.clear();
-                pending = 0;
-            }
+        PathBuf::from(temp)
+    }
+
+    /// Replaces the journal with the snapshot at `temp`, followed by the lines written since
+    /// the snapshot's state was taken (from byte `tail_from` of the current journal).
+    pub(crate) fn install_snapshot(&mut self, temp: &Path, tail_from: u64) -> std::io::Result<()> {
+        let mut snapshot = OpenOptions::new().append(true).open(temp)?;
+        if self.bytes > tail_from {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut current = File::open(&self.path)?;
+            current.seek(SeekFrom::Start(tail_from))?;
+            std::io::copy(&mut current.take(self.bytes - tail_from), &mut snapshot)?;
         }
-        if !ops.is_empty() {
-            line.clear();
-            encode_line(&ops, &mut line);
-            out.write_all(&line)?;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, &self.path)?;
+        snapshot.sync_all()?;
+        drop(snapshot);
+        std::fs::rename(temp, &self.path)?;
         sync_dir(&self.path)?;
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.bytes = self.file.metadata()?.len();
@@ -271,6 +268,33 @@ impl Journal {
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
+}
+
+/// Writes a journal holding exactly `snapshot` to `temp`, flushed to the disk.
+pub(crate) fn write_snapshot(temp: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    let file = File::create(temp)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(format!("{HEADER} {FORMAT_VERSION}\n").as_bytes())?;
+    let mut line = Vec::with_capacity(SNAPSHOT_LINE_BYTES * 2);
+    let mut ops = Vec::new();
+    let mut pending = 0usize;
+    for op in snapshot.ops() {
+        pending += op_size_hint(&op);
+        ops.push(op);
+        if pending >= SNAPSHOT_LINE_BYTES {
+            line.clear();
+            encode_line(&ops, &mut line);
+            out.write_all(&line)?;
+            ops.clear();
+            pending = 0;
+        }
+    }
+    if !ops.is_empty() {
+        line.clear();
+        encode_line(&ops, &mut line);
+        out.write_all(&line)?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 fn check_header(line: &[u8]) -> Result<(), JournalError> {

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::sync::Arc;
 
 use closedloop_core::store::{
     Index, Item, ItemExt, Key, Page, Query, SortKeyCondition, StoreError, TTL_ATTRIBUTE, Value,
@@ -41,14 +42,16 @@ pub(crate) enum Op {
 /// One entry of a GSI: (index pk, index sk, table pk, table sk), a total order.
 type IndexEntry = (String, String, String, String);
 
+/// Items are shared (`Arc`) so that a stream record is the outbox item itself, not a copy, and
+/// a snapshot for compaction is taken in moments.
 #[derive(Default)]
 pub(crate) struct State {
-    partitions: HashMap<String, BTreeMap<String, Item>>,
+    partitions: HashMap<String, BTreeMap<String, Arc<Item>>>,
     gsi1: BTreeSet<IndexEntry>,
     gsi2: BTreeSet<IndexEntry>,
     /// (expires_at, pk, sk) of items whose TTL attribute is a number.
     expiry: BTreeSet<(i64, String, String)>,
-    stream: BTreeMap<u64, Item>,
+    stream: BTreeMap<u64, Arc<Item>>,
     last_seq: u64,
     checkpoints: BTreeMap<String, u64>,
     items: usize,
@@ -56,7 +59,7 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn get(&self, key: &Key) -> Option<&Item> {
-        self.partitions.get(&key.pk)?.get(&key.sk)
+        self.partitions.get(&key.pk)?.get(&key.sk).map(Arc::as_ref)
     }
 
     pub(crate) fn item_count(&self) -> usize {
@@ -75,8 +78,13 @@ impl State {
         self.stream
             .range((Excluded(after), Unbounded))
             .take(limit)
-            .map(|(seq, image)| (*seq, image.clone()))
+            .map(|(seq, image)| (*seq, Item::clone(image)))
             .collect()
+    }
+
+    /// How many stream records have a sequence number up to `seq`.
+    pub(crate) fn stream_records_upto(&self, seq: u64) -> usize {
+        self.stream.range(..=seq).count()
     }
 
     /// Up to `limit` keys of items whose TTL is before `now`.
@@ -95,6 +103,7 @@ impl State {
                 let Some(key) = item.key() else {
                     return; // validated before it got here
                 };
+                let item = Arc::new(item);
                 if is_outbox(&item) && self.get(&key).is_none() {
                     self.last_seq += 1;
                     self.stream.insert(self.last_seq, item.clone());
@@ -103,7 +112,7 @@ impl State {
             }
             Op::Restore(item) => {
                 if let Some(key) = item.key() {
-                    self.insert(key, item);
+                    self.insert(key, Arc::new(item));
                 }
             }
             Op::Delete(key) => {
@@ -116,38 +125,36 @@ impl State {
                 self.checkpoints.insert(consumer, seq);
             }
             Op::RestoreStream { seq, image } => {
-                self.stream.insert(seq, image);
+                self.stream.insert(seq, Arc::new(image));
                 self.last_seq = self.last_seq.max(seq);
             }
             Op::StreamSeq(seq) => self.last_seq = self.last_seq.max(seq),
         }
     }
 
-    /// Every op that rebuilds this state (for compaction), in an order replay accepts.
-    pub(crate) fn snapshot(&self) -> impl Iterator<Item = Op> + '_ {
-        let items = self
-            .partitions
-            .values()
-            .flat_map(|partition| partition.values())
-            .map(|item| Op::Restore(item.clone()));
-        let stream = self.stream.iter().map(|(seq, image)| Op::RestoreStream {
-            seq: *seq,
-            image: image.clone(),
-        });
-        let checkpoints = self
-            .checkpoints
-            .iter()
-            .map(|(consumer, seq)| Op::Checkpoint {
-                consumer: consumer.clone(),
-                seq: *seq,
-            });
-        items
-            .chain(stream)
-            .chain(std::iter::once(Op::StreamSeq(self.last_seq)))
-            .chain(checkpoints)
+    /// What rebuilds this state, taken in moments (items are shared, indexes are derived).
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            items: self
+                .partitions
+                .values()
+                .flat_map(|partition| partition.values().cloned())
+                .collect(),
+            stream: self
+                .stream
+                .iter()
+                .map(|(seq, image)| (*seq, image.clone()))
+                .collect(),
+            last_seq: self.last_seq,
+            checkpoints: self
+                .checkpoints
+                .iter()
+                .map(|(consumer, seq)| (consumer.clone(), *seq))
+                .collect(),
+        }
     }
 
-    fn insert(&mut self, key: Key, item: Item) -> Option<Item> {
+    fn insert(&mut self, key: Key, item: Arc<Item>) -> Option<Arc<Item>> {
         let old = self.remove(&key);
         self.index(&key, &item, true);
         self.partitions
@@ -158,7 +165,7 @@ impl State {
         old
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Item> {
+    fn remove(&mut self, key: &Key) -> Option<Arc<Item>> {
         let partition = self.partitions.get_mut(&key.pk)?;
         let old = partition.remove(&key.sk)?;
         if partition.is_empty() {
@@ -244,12 +251,15 @@ impl State {
         }
         let range = partition.range::<String, _>((low, high));
         let items: Vec<Item> = if query.forward {
-            range.take(fetch).map(|(_, item)| item.clone()).collect()
+            range
+                .take(fetch)
+                .map(|(_, item)| Item::clone(item))
+                .collect()
         } else {
             range
                 .rev()
                 .take(fetch)
-                .map(|(_, item)| item.clone())
+                .map(|(_, item)| Item::clone(item))
                 .collect()
         };
         Ok(items)
@@ -306,7 +316,7 @@ impl State {
             self.partitions
                 .get(pk)
                 .and_then(|p| p.get(sk))
-                .cloned()
+                .map(|item| Item::clone(item))
                 .ok_or_else(|| StoreError::Other(format!("index entry without item {pk}/{sk}")))
         };
         let range = set.range((low, high));
@@ -315,6 +325,36 @@ impl State {
         } else {
             range.rev().take(fetch).map(item).collect()
         }
+    }
+}
+
+/// A moment's view of the state, for compaction: the ops that rebuild it.
+pub(crate) struct Snapshot {
+    items: Vec<Arc<Item>>,
+    stream: Vec<(u64, Arc<Item>)>,
+    last_seq: u64,
+    checkpoints: Vec<(String, u64)>,
+}
+
+impl Snapshot {
+    /// In an order replay accepts.
+    pub(crate) fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+        let items = self.items.iter().map(|item| Op::Restore(Item::clone(item)));
+        let stream = self.stream.iter().map(|(seq, image)| Op::RestoreStream {
+            seq: *seq,
+            image: Item::clone(image),
+        });
+        let checkpoints = self
+            .checkpoints
+            .iter()
+            .map(|(consumer, seq)| Op::Checkpoint {
+                consumer: consumer.clone(),
+                seq: *seq,
+            });
+        items
+            .chain(stream)
+            .chain(std::iter::once(Op::StreamSeq(self.last_seq)))
+            .chain(checkpoints)
     }
 }
 

@@ -27,7 +27,7 @@
 //! runs on DynamoDB.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
@@ -130,11 +130,27 @@ struct Inner {
     path: Option<PathBuf>,
     state: RwLock<State>,
     /// `None` for an in-memory store.
-    journal: Option<JournalSink>,
+    journal: Option<Arc<JournalSink>>,
     /// The newest stream sequence number whose record is written (what the relay may read).
     stream_seq: watch::Sender<u64>,
     /// Held (locked) for as long as the store is open; dropped last (fields drop in order).
     _lock_file: Option<std::fs::File>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Finish a background compaction before the lock file is released.
+        if let Some(journal) = &self.journal {
+            let compactor = journal
+                .compactor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(compactor) = compactor {
+                let _ = compactor.join();
+            }
+        }
+    }
 }
 
 /// Journal lines waiting to be written, and the file they go to.
@@ -147,6 +163,10 @@ struct JournalSink {
     written: AtomicU64,
     /// Why the store stopped taking writes, once a line could not be written.
     broken: Mutex<Option<String>>,
+    /// A compaction is running in the background.
+    compacting: AtomicBool,
+    /// The last background compaction, joined when the store closes.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -231,14 +251,18 @@ impl JournalStore {
         lock_file: Option<std::fs::File>,
     ) -> Self {
         let (stream_seq, _) = watch::channel(state.last_seq());
-        let journal = journal.map(|file| JournalSink {
-            file: tokio::sync::Mutex::new(file),
-            queued: Mutex::new(Queued {
-                last_seq: state.last_seq(),
-                ..Queued::default()
-            }),
-            written: AtomicU64::new(0),
-            broken: Mutex::new(None),
+        let journal = journal.map(|file| {
+            Arc::new(JournalSink {
+                file: tokio::sync::Mutex::new(file),
+                queued: Mutex::new(Queued {
+                    last_seq: state.last_seq(),
+                    ..Queued::default()
+                }),
+                written: AtomicU64::new(0),
+                broken: Mutex::new(None),
+                compacting: AtomicBool::new(false),
+                compactor: Mutex::new(None),
+            })
         });
         JournalStore {
             inner: Arc::new(Inner {
@@ -313,11 +337,7 @@ impl JournalStore {
     /// Deletes stream records up to and including `upto_seq`; returns how many.
     pub async fn stream_trim(&self, upto_seq: u64) -> Result<usize, StoreError> {
         self.write(move |batch| {
-            let trimmed = batch.state().stream_after(0, usize::MAX);
-            let count = trimmed
-                .iter()
-                .take_while(|(seq, _)| *seq <= upto_seq)
-                .count();
+            let count = batch.state().stream_records_upto(upto_seq);
             if count > 0 {
                 batch.commit(vec![Op::TrimStream(upto_seq)], None);
             }
@@ -374,6 +394,7 @@ impl JournalStore {
         };
         if let (Some(journal), Some(position)) = (&inner.journal, queued_to) {
             journal
+                .clone()
                 .write_through(position, &inner.state, &inner.stream_seq)
                 .await?;
         }
@@ -394,7 +415,7 @@ impl JournalSink {
 
     /// Returns once every line queued up to `position` is written (by this caller or another).
     async fn write_through(
-        &self,
+        self: Arc<Self>,
         position: u64,
         state: &RwLock<State>,
         stream_seq: &watch::Sender<u64>,
@@ -406,6 +427,19 @@ impl JournalSink {
         if self.written.load(Ordering::Acquire) >= position {
             return Ok(()); // the caller before us wrote our line too
         }
+        self.write_queued(&mut file, stream_seq)?;
+        if file.wants_compaction() && !self.compacting.swap(true, Ordering::AcqRel) {
+            self.start_compaction(&mut file, state, stream_seq);
+        }
+        Ok(())
+    }
+
+    /// Writes every queued line; the caller holds the file.
+    fn write_queued(
+        &self,
+        file: &mut Journal,
+        stream_seq: &watch::Sender<u64>,
+    ) -> Result<(), StoreError> {
         if let Some(why) = self.broken() {
             return Err(why);
         }
@@ -417,7 +451,9 @@ impl JournalSink {
                 queued.last_seq,
             )
         };
-        if let Err(e) = file.append(&lines) {
+        if !lines.is_empty()
+            && let Err(e) = file.append(&lines)
+        {
             tracing::error!(error = %e, "cannot append to the store journal; the store stops taking writes");
             *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
             return Err(self.broken().expect("just set"));
@@ -426,25 +462,57 @@ impl JournalSink {
         if last_seq > *stream_seq.borrow() {
             stream_seq.send_replace(last_seq);
         }
-        if file.wants_compaction() {
-            self.compact(&mut file, state);
-        }
         Ok(())
     }
 
-    /// Rewrites the journal as a snapshot. Readers go on meanwhile; writers wait.
-    fn compact(&self, file: &mut Journal, state: &RwLock<State>) {
-        let state = state.read().unwrap_or_else(|e| e.into_inner());
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        let before = file.bytes();
-        match file.compact(&state) {
-            Ok(()) => {
-                // The snapshot holds what the queued lines would have written.
-                queued.lines.clear();
-                self.written.store(queued.end, Ordering::Release);
-                tracing::info!(before, after = file.bytes(), "store journal compacted");
+    /// Rewrites the journal as a snapshot, in the background: writers are held up only while
+    /// the snapshot is taken (items are shared, not copied). Lines written meanwhile are
+    /// carried over to the new journal.
+    fn start_compaction(
+        self: &Arc<Self>,
+        file: &mut Journal,
+        state: &RwLock<State>,
+        stream_seq: &watch::Sender<u64>,
+    ) {
+        // Writers apply and queue under the state lock: with it held and the queue written,
+        // the journal holds exactly this state.
+        let snapshot = {
+            let state = state.read().unwrap_or_else(|e| e.into_inner());
+            if self.write_queued(file, stream_seq).is_err() {
+                self.compacting.store(false, Ordering::Release);
+                return;
             }
-            Err(e) => tracing::error!(error = %e, "store journal compaction failed; will retry"),
+            state.snapshot()
+        };
+        let tail_from = file.bytes();
+        let temp = file.compaction_path();
+        let sink = self.clone();
+        let compactor = std::thread::Builder::new()
+            .name("journal-compaction".into())
+            .spawn(move || {
+                let written = journal::write_snapshot(&temp, &snapshot);
+                drop(snapshot);
+                let mut file = sink.file.blocking_lock();
+                let before = file.bytes();
+                match written.and_then(|()| file.install_snapshot(&temp, tail_from)) {
+                    Ok(()) => {
+                        tracing::info!(before, after = file.bytes(), "store journal compacted")
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&temp);
+                        tracing::error!(error = %e, "store journal compaction failed; will retry");
+                    }
+                }
+                sink.compacting.store(false, Ordering::Release);
+            });
+        match compactor {
+            Ok(handle) => {
+                *self.compactor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the journal compaction");
+                self.compacting.store(false, Ordering::Release);
+            }
         }
     }
 }
