@@ -82,6 +82,10 @@ impl State {
             .collect()
     }
 
+    pub(crate) fn stream_len(&self) -> usize {
+        self.stream.len()
+    }
+
     /// How many stream records have a sequence number up to `seq`.
     pub(crate) fn stream_records_upto(&self, seq: u64) -> usize {
         self.stream.range(..=seq).count()

@@ -223,7 +223,9 @@ impl JournalStore {
         tracing::info!(path = %path.display(), items = replayed.state.item_count(),
             writes = replayed.lines, bytes = journal.bytes(),
             ms = opened.elapsed().as_millis() as u64, "store journal replayed");
-        if journal.wants_compaction() {
+        // Many more writes than live items and stream records: mostly overwritten history.
+        let live = replayed.state.item_count() + replayed.state.stream_len();
+        if journal.bytes() > options.compact_after_bytes && replayed.lines > 2 * live as u64 {
             journal
                 .compact(&replayed.state)
                 .map_err(|source| OpenError::Journal {
@@ -675,36 +677,64 @@ impl ItemStore for JournalStore {
 
     async fn transact_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
         validate_transaction(&ops)?;
+        let checks = ops
+            .iter()
+            .map(|op| Ok((op_key(op)?, op_condition(op).cloned())))
+            .collect::<Result<Vec<(Key, Option<Condition>)>, StoreError>>()?;
+        // Without updates, the changes are known before the conditions are checked: encode
+        // their journal line here, outside the lock that every reader and writer shares.
+        let planned: Result<(Vec<Op>, Option<Vec<u8>>), Vec<WriteOp>> =
+            if ops.iter().any(|op| matches!(op, WriteOp::Update { .. })) {
+                Err(ops)
+            } else {
+                let changes: Vec<Op> = ops
+                    .into_iter()
+                    .filter_map(|op| match op {
+                        WriteOp::Put { item, .. } => Some(Op::Put(item)),
+                        WriteOp::Delete { key, .. } => Some(Op::Delete(key)),
+                        _ => None,
+                    })
+                    .collect();
+                let encoded = (self.inner.journal.is_some() && !changes.is_empty()).then(|| {
+                    let mut line = Vec::new();
+                    journal::encode_line(&changes, &mut line);
+                    line
+                });
+                Ok((changes, encoded))
+            };
         self.write(move |batch| {
             // Check every condition first, against the items as they are, as DynamoDB does.
-            let mut olds = Vec::with_capacity(ops.len());
-            let mut reasons = Vec::with_capacity(ops.len());
-            for op in &ops {
-                let key = op_key(op)?;
-                let old = batch.get(&key);
-                let failed = op_condition(op).is_some_and(|c| !condition_holds(c, old.as_ref()));
-                reasons.push(failed.then(|| CancelReason::ConditionFailed(old.clone())));
-                olds.push(old);
+            let mut reasons = Vec::with_capacity(checks.len());
+            for (key, condition) in &checks {
+                let old = batch.state().get(key);
+                let failed = condition.as_ref().is_some_and(|c| !condition_holds(c, old));
+                reasons.push(failed.then(|| CancelReason::ConditionFailed(old.cloned())));
             }
             if reasons.iter().any(Option::is_some) {
                 return Err(StoreError::TransactionCanceled { reasons });
             }
-            // Work out every change before applying any, so a bad update writes nothing.
-            let mut changes = Vec::with_capacity(ops.len());
-            for (op, old) in ops.into_iter().zip(olds) {
-                match op {
-                    WriteOp::Put { item, .. } => changes.push(Op::Put(item)),
-                    WriteOp::Update { key, update, .. } => {
-                        let new = apply_update(&key, old.as_ref(), &update)?;
-                        validate_item(&new)?;
-                        changes.push(Op::Put(new));
+            let (changes, encoded) = match planned {
+                Ok(planned) => planned,
+                Err(ops) => {
+                    // Work out every change before applying any, so a bad update writes nothing.
+                    let mut changes = Vec::with_capacity(ops.len());
+                    for op in ops {
+                        match op {
+                            WriteOp::Put { item, .. } => changes.push(Op::Put(item)),
+                            WriteOp::Update { key, update, .. } => {
+                                let new = apply_update(&key, batch.state().get(&key), &update)?;
+                                validate_item(&new)?;
+                                changes.push(Op::Put(new));
+                            }
+                            WriteOp::Delete { key, .. } => changes.push(Op::Delete(key)),
+                            WriteOp::ConditionCheck { .. } => {}
+                        }
                     }
-                    WriteOp::Delete { key, .. } if old.is_some() => changes.push(Op::Delete(key)),
-                    WriteOp::Delete { .. } | WriteOp::ConditionCheck { .. } => {}
+                    (changes, None)
                 }
-            }
+            };
             if !changes.is_empty() {
-                batch.commit(changes, None);
+                batch.commit(changes, encoded);
             }
             Ok(())
         })
