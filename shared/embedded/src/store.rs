@@ -28,7 +28,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
+
+use parking_lot::{RwLock, RwLockReadGuard};
 
 use async_trait::async_trait;
 use closedloop_core::store::{
@@ -357,7 +359,7 @@ impl JournalStore {
     fn state(&self) -> RwLockReadGuard<'_, State> {
         // A panic inside the writer cannot leave half a write behind (changes are applied
         // only after every check), so a poisoned lock still guards a consistent state.
-        self.inner.state.read().unwrap_or_else(|e| e.into_inner())
+        self.inner.state.read()
     }
 
     /// Runs `work` under the exclusive lock and answers once its changes are in the journal.
@@ -373,7 +375,7 @@ impl JournalStore {
         }
         let mut line = Vec::new();
         let (outcome, queued_to) = {
-            let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
+            let mut state = inner.state.write();
             let mut batch = Batch {
                 state: &mut state,
                 lines: inner.journal.as_ref().map(|_| &mut line),
@@ -479,7 +481,7 @@ impl JournalSink {
         // Writers apply and queue under the state lock: with it held and the queue written,
         // the journal holds exactly this state.
         let snapshot = {
-            let state = state.read().unwrap_or_else(|e| e.into_inner());
+            let state = state.read();
             if self.write_queued(file, stream_seq).is_err() {
                 self.compacting.store(false, Ordering::Release);
                 return;
