@@ -287,12 +287,13 @@ async fn main() {
         // relay's backlog would slow the next health round instead.
         let relaying = Instant::now();
         running.drain().await.expect("drain");
-        clicks_max.seconds += relaying.elapsed().as_secs_f64();
+        let relayed_in = relaying.elapsed().as_secs_f64();
+        clicks_max.seconds += relayed_in;
         eprintln!(
             "round {}: clicks took {:.2} s, relaying their events {:.2} s more",
             rounds.len() + 1,
-            clicks_max.seconds - relaying.elapsed().as_secs_f64(),
-            relaying.elapsed().as_secs_f64()
+            clicks_max.seconds - relayed_in,
+            relayed_in
         );
         rounds.push((health_max, clicks_max));
     }

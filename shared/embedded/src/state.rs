@@ -243,12 +243,7 @@ impl State {
         };
         let (mut low, mut high) = sort_key_bounds(query.sk.as_ref());
         if let Some(start) = &query.start_after {
-            let start = start_attr(start, "SK")?;
-            if query.forward {
-                low = max_lower(low, Excluded(start));
-            } else {
-                high = min_upper(high, Excluded(start));
-            }
+            (low, high) = narrow_past(query.forward, low, high, start_attr(start, "SK")?);
         }
         if is_empty(&low, &high) {
             return Ok(Vec::new());
@@ -307,11 +302,7 @@ impl State {
                 start_attr(start, "PK")?,
                 start_attr(start, "SK")?,
             );
-            if query.forward {
-                low = max_lower(low, Excluded(entry));
-            } else {
-                high = min_upper(high, Excluded(entry));
-            }
+            (low, high) = narrow_past(query.forward, low, high, entry);
         }
         if is_empty(&low, &high) {
             return Ok(Vec::new());
@@ -396,6 +387,20 @@ fn sort_key_bounds(condition: Option<&SortKeyCondition>) -> (Bound<String>, Boun
         Some(SortKeyCondition::Gt(v)) => (Excluded(v.clone()), Unbounded),
         Some(SortKeyCondition::Ge(v)) => (Included(v.clone()), Unbounded),
         Some(SortKeyCondition::Eq(v)) => (Included(v.clone()), Included(v.clone())),
+    }
+}
+
+/// Narrows a range to what lies past `start` in the query's direction (pagination).
+fn narrow_past<T: Ord>(
+    forward: bool,
+    low: Bound<T>,
+    high: Bound<T>,
+    start: T,
+) -> (Bound<T>, Bound<T>) {
+    if forward {
+        (max_lower(low, Excluded(start)), high)
+    } else {
+        (low, min_upper(high, Excluded(start)))
     }
 }
 

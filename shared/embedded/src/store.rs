@@ -600,7 +600,7 @@ impl ItemStore for JournalStore {
         }
         // Encode here, in parallel with other callers: the writer thread is shared.
         let ops = vec![Op::Put(item)];
-        let encoded = self.inner.path.is_some().then(|| {
+        let encoded = self.inner.journal.is_some().then(|| {
             let mut line = Vec::new();
             journal::encode_line(&ops, &mut line);
             line
