@@ -87,6 +87,13 @@ fn snapshot(ticket: &DemoTicket, status: &str) -> TicketSnapshot {
             ticket.id
         )),
         tags: vec![],
+        ticket_type: Some("question".into()),
+        inbox: Some("Support".into()),
+        inbox_group: None,
+        integration: Some("sandbox".into()),
+        created_at: None,
+        last_customer_message_at: None,
+        answered: Some(true),
         updated_at: chrono::Utc::now(),
     }
 }

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use closedloop_core::domain::{Action, Agent, Email, Rule, TenantSettings, Trigger};
-use closedloop_core::ids::{AgentId, RuleId, TenantId};
+use closedloop_core::domain::{Agent, Email, TenantSettings};
+use closedloop_core::ids::{AgentId, TenantId};
 use closedloop_core::records::record_item;
 use closedloop_core::store::ItemStore;
 use closedloop_core::tokens::TokenKeyring;
@@ -99,37 +99,21 @@ async fn seed_demo(
             )
             .await?;
     }
-    let lead = Email::parse("team-lead@demo.example")?;
+    // The demo's rules, written as an admin would send them to the admin API.
     let rules = [
-        Rule {
-            id: RuleId::new(),
-            name: "Tell the team lead when a ticket closes".into(),
-            enabled: true,
-            trigger: Trigger::TicketClosed,
-            actions: vec![Action::SendEmail {
-                to: vec![lead.clone()],
-                to_ticket_agent: false,
-                subject: "Closed: {{ event.ticket.subject }}".into(),
-                body: "Ticket #{{ event.ticket.id }} for {{ event.ticket.contact.name }} was closed; a rating request is on its way.\n".into(),
-            }],
-            version: 1,
-        },
-        Rule {
-            id: RuleId::new(),
-            name: "Tell the team lead and the ticket's agent about a new review".into(),
-            enabled: true,
-            trigger: Trigger::ReviewReceived,
-            actions: vec![Action::SendEmail {
-                to: vec![lead],
-                to_ticket_agent: true,
-                subject: "New review on ticket #{{ event.review.ticket_id }}".into(),
-                body: "Rating: {{ event.review.rating.value }}\nComment: {{ event.review.comment or '(none)' }}\n".into(),
-            }],
-            version: 1,
-        },
+        r#"{"name": "Tell the team lead when a ticket closes", "trigger": "ticket_closed",
+            "actions": [{"type": "send_email", "to": ["team-lead@demo.example"],
+              "subject": "Closed: {{ ticket.subject }}",
+              "body": "Ticket #{{ ticket.id }} for {{ customer.name }} was closed; a rating request is on its way.\n"}]}"#,
+        r#"{"name": "Tell the team lead and the ticket's agent about a new review", "trigger": "review_received",
+            "actions": [{"type": "send_email", "to": ["team-lead@demo.example"], "to_ticket_agent": true,
+              "subject": "New review on ticket #{{ ticket.id }}: {{ rating.label }}",
+              "body": "Rating: {{ rating.value }} ({{ rating.label }})\nComment: {{ comment or '(none)' }}\n"}]}"#,
     ];
-    for rule in &rules {
-        automation::save_rule(store, tenant, rule).await?;
+    let now = chrono::Utc::now();
+    for json in rules {
+        let draft = closedloop_core::rules::parse_draft(json.as_bytes())?;
+        automation::create_rule(store, tenant, draft, now).await?;
     }
     Ok(())
 }

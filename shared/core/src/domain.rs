@@ -3,9 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{
-    AccountId, AgentId, CaseId, ContactId, RuleId, SurveyRequestId, TenantId, TicketId,
-};
+use crate::ids::{AccountId, AgentId, CaseId, ContactId, SurveyRequestId, TenantId, TicketId};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -390,6 +388,23 @@ pub struct TicketSnapshot {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_type: Option<String>,
+    /// The queue, board or inbox the ticket sits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox_group: Option<String>,
+    /// The helpdesk integration (mailbox, widget, API client) it came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_customer_message_at: Option<DateTime<Utc>>,
+    /// Whether an agent has replied to the customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<bool>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -459,6 +474,12 @@ pub struct Review {
     /// Set when the review came from a survey provider's webhook rather than a rating link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderResponse>,
+    /// Tags staff or rules added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// A workflow status staff or rules set (for example "done").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// Where a survey provider's response came from, and who answered it.
@@ -474,71 +495,7 @@ pub struct ProviderResponse {
     pub answered_at: DateTime<Utc>,
 }
 
-/// When a rule runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    ReviewReceived,
-    TicketCreated,
-    TicketClosed,
-    CaseOpened,
-    CaseClosed,
-    CaseSlaBreached,
-}
-
-impl Trigger {
-    pub fn event_type(self) -> crate::event::EventType {
-        use crate::event::EventType as E;
-        match self {
-            Trigger::ReviewReceived => E::ReviewReceived,
-            Trigger::TicketCreated => E::TicketCreated,
-            Trigger::TicketClosed => E::TicketClosed,
-            Trigger::CaseOpened => E::CaseOpened,
-            Trigger::CaseClosed => E::CaseClosed,
-            Trigger::CaseSlaBreached => E::CaseSlaBreached,
-        }
-    }
-    pub fn for_event(t: crate::event::EventType) -> Option<Self> {
-        [
-            Trigger::ReviewReceived,
-            Trigger::TicketCreated,
-            Trigger::TicketClosed,
-            Trigger::CaseOpened,
-            Trigger::CaseClosed,
-            Trigger::CaseSlaBreached,
-        ]
-        .into_iter()
-        .find(|tr| tr.event_type() == t)
-    }
-}
-
-/// What a rule does when it matches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
-    /// Email fixed addresses, and the ticket's agent when `to_ticket_agent` is set. Subject and
-    /// body are templates over the event. Agents whose email notifications are off are skipped
-    /// (and the audit trail says so).
-    SendEmail {
-        #[serde(default)]
-        to: Vec<Email>,
-        #[serde(default)]
-        to_ticket_agent: bool,
-        subject: String,
-        body: String,
-    },
-}
-
-/// An automation rule. (The full condition language arrives with the rules engine.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Rule {
-    pub id: RuleId,
-    pub name: String,
-    pub enabled: bool,
-    pub trigger: Trigger,
-    pub actions: Vec<Action>,
-    pub version: u64,
-}
+pub use crate::rules::model::{Action, CaseAssignee, Rule, Trigger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -27,6 +27,12 @@ pub enum EventType {
     TicketTagAdded,
     #[serde(rename = "ticket.customer_message")]
     TicketCustomerMessage,
+    #[serde(rename = "ticket.return_created")]
+    TicketReturnCreated,
+    /// The hourly check of an open ticket by time-based rules: the cause their actions name.
+    /// Never published.
+    #[serde(rename = "ticket.time_check")]
+    TicketTimeCheck,
     #[serde(rename = "survey.sent")]
     SurveySent,
     /// A due rating request was not sent (the contact unsubscribed).
@@ -43,6 +49,10 @@ pub enum EventType {
     ReviewReceived,
     #[serde(rename = "review.comment_added")]
     ReviewCommentAdded,
+    #[serde(rename = "review.tag_added")]
+    ReviewTagAdded,
+    #[serde(rename = "review.status_changed")]
+    ReviewStatusChanged,
     #[serde(rename = "case.opened")]
     CaseOpened,
     #[serde(rename = "case.closed")]
@@ -60,13 +70,15 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 24] = [
         EventType::TicketCreated,
         EventType::TicketClosed,
         EventType::TicketReopened,
         EventType::TicketStatusChanged,
         EventType::TicketTagAdded,
         EventType::TicketCustomerMessage,
+        EventType::TicketReturnCreated,
+        EventType::TicketTimeCheck,
         EventType::SurveySent,
         EventType::SurveySkipped,
         EventType::SurveyReRequested,
@@ -74,6 +86,8 @@ impl EventType {
         EventType::ReviewRecorded,
         EventType::ReviewReceived,
         EventType::ReviewCommentAdded,
+        EventType::ReviewTagAdded,
+        EventType::ReviewStatusChanged,
         EventType::CaseOpened,
         EventType::CaseClosed,
         EventType::CaseSlaBreached,
@@ -91,6 +105,8 @@ impl EventType {
             EventType::TicketStatusChanged => "ticket.status_changed",
             EventType::TicketTagAdded => "ticket.tag_added",
             EventType::TicketCustomerMessage => "ticket.customer_message",
+            EventType::TicketReturnCreated => "ticket.return_created",
+            EventType::TicketTimeCheck => "ticket.time_check",
             EventType::SurveySent => "survey.sent",
             EventType::SurveySkipped => "survey.skipped",
             EventType::SurveyReRequested => "survey.re_requested",
@@ -98,6 +114,8 @@ impl EventType {
             EventType::ReviewRecorded => "review.recorded",
             EventType::ReviewReceived => "review.received",
             EventType::ReviewCommentAdded => "review.comment_added",
+            EventType::ReviewTagAdded => "review.tag_added",
+            EventType::ReviewStatusChanged => "review.status_changed",
             EventType::CaseOpened => "case.opened",
             EventType::CaseClosed => "case.closed",
             EventType::CaseSlaBreached => "case.sla_breached",
@@ -136,6 +154,10 @@ pub struct EventEnvelope {
     /// The rule whose action caused this event, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub performed_by: Option<RuleId>,
+    /// Every rule whose action led to this event, along the chain: none of them runs again on
+    /// it (loop protection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain_rules: Vec<RuleId>,
     /// Event-type-specific payload.
     pub data: serde_json::Value,
 }
@@ -158,6 +180,7 @@ impl EventEnvelope {
             causation_id: event_id,
             depth: 0,
             performed_by: None,
+            chain_rules: Vec::new(),
             data,
         }
     }
@@ -183,6 +206,15 @@ impl EventEnvelope {
                 self.depth
             },
             performed_by: performed_by.or(self.performed_by),
+            chain_rules: {
+                let mut rules = self.chain_rules.clone();
+                if let Some(rule) = performed_by
+                    && !rules.contains(&rule)
+                {
+                    rules.push(rule);
+                }
+                rules
+            },
             data,
         }
     }

@@ -111,8 +111,46 @@ pub fn rules_partition(tenant: &TenantId) -> String {
     format!("{}#RULES", tenant_prefix(tenant))
 }
 
+/// Counts the tenant's rule writes (the rule cache's freshness check).
+pub fn rules_revision(tenant: &TenantId) -> Key {
+    Key::new(rules_partition(tenant), "REVISION")
+}
+
 pub fn rule(tenant: &TenantId, rule: crate::ids::RuleId) -> Key {
     Key::new(rules_partition(tenant), format!("RULE#{rule}"))
+}
+
+/// Marks that a rule's decision on an event was recorded: a redelivered event requests no
+/// action twice.
+pub fn rule_evaluated(tenant: &TenantId, event_id: ulid::Ulid, rule: crate::ids::RuleId) -> Key {
+    Key::new(
+        format!("{}#EVALUATED#{event_id}", tenant_prefix(tenant)),
+        format!("RULE#{rule}"),
+    )
+}
+
+/// A time-based rule fires at most once per ticket: this marker is written once.
+pub fn time_rule_fired(tenant: &TenantId, rule: crate::ids::RuleId, ticket: &TicketId) -> Key {
+    Key::new(
+        format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str()),
+        format!("TIMED#{rule}"),
+    )
+}
+
+/// The events the rules saw, with their facts, one partition per tenant and month (`2026-11`),
+/// sorted by time: the simulation replays them.
+pub fn event_history(tenant: &TenantId, month: &str) -> String {
+    format!("{}#HISTORY#{month}", tenant_prefix(tenant))
+}
+
+/// GSI2 partition of the tenant's open tickets (the hourly time-based rules read it).
+pub fn open_tickets_index(tenant: &TenantId) -> String {
+    format!("{}#TICKETS_OPEN", tenant_prefix(tenant))
+}
+
+/// The audit trail of a review that names no ticket (a survey provider's unmatched response).
+pub fn review_audit_partition(tenant: &TenantId, review: &str) -> String {
+    format!("{}#AUDIT_REVIEW#{review}", tenant_prefix(tenant))
 }
 
 /// The audit trail of a ticket: rule evaluations and actions, in time order.

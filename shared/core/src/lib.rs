@@ -2,6 +2,7 @@
 //! and no storage engine; adapters implement its ports.
 
 pub mod accounts;
+pub mod actions;
 pub mod automation;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -18,6 +19,7 @@ pub mod ports;
 pub mod ratings;
 pub mod records;
 pub mod relay;
+pub mod rules;
 pub mod scanners;
 pub mod signature;
 pub mod sources;

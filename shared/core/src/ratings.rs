@@ -124,6 +124,8 @@ fn new_review(request: &SurveyRequest, rating: Rating, now: DateTime<Utc>) -> Re
         recorded_at: now,
         updated_at: now,
         provider: None,
+        tags: Vec::new(),
+        status: None,
     }
 }
 

@@ -100,6 +100,31 @@ pub fn render_email<C: Serialize>(
     })
 }
 
+/// Checks that a template source parses, without rendering it.
+pub fn check_syntax(name: &str, source: &str) -> Result<(), TemplateError> {
+    let env = environment();
+    env.template_from_named_str(name, source)
+        .map(|_| ())
+        .map_err(|e| TemplateError {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Renders one plain-text template (a rule action's note, message or subject).
+pub fn render_text<C: Serialize>(
+    name: &str,
+    source: &str,
+    context: &C,
+) -> Result<String, TemplateError> {
+    environment()
+        .render_named_str(name, source, context)
+        .map_err(|e| TemplateError {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// The rating-request email a tenant has saved (or the defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

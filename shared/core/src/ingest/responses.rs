@@ -78,6 +78,11 @@ pub(super) async fn record(
                 .as_ref()
                 .map_or(response.first_answered_at, |p| p.recorded_at),
             updated_at: response.answered_at,
+            tags: previous
+                .as_ref()
+                .map(|p| p.tags.clone())
+                .unwrap_or_default(),
+            status: previous.as_ref().and_then(|p| p.status.clone()),
             provider: Some(ProviderResponse {
                 source: source.as_str().to_string(),
                 response_id: response.response_id.clone(),

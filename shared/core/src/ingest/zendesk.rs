@@ -231,6 +231,13 @@ fn snapshot(
         channel: detail.via.and_then(|v| v.channel),
         url: None,
         tags: detail.tags,
+        ticket_type: None,
+        inbox: None,
+        inbox_group: None,
+        integration: Some("zendesk".into()),
+        created_at: None,
+        last_customer_message_at: None,
+        answered: None,
         updated_at: detail.updated_at.unwrap_or(time),
     })
 }
