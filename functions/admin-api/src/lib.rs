@@ -23,6 +23,7 @@ pub struct AdminState {
 }
 
 mod agents;
+mod rules;
 mod templates;
 mod tickets;
 
@@ -32,6 +33,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/settings", get(get_settings).put(put_settings))
         .merge(tickets::routes())
         .merge(agents::routes())
+        .merge(rules::routes())
         .merge(templates::routes())
         .merge(webhook_sources::routes())
         .fallback(closedloop_http::unknown_route)

@@ -59,6 +59,15 @@ pub fn ticket_survey(tenant: &TenantId, ticket: &TicketId) -> Key {
     )
 }
 
+/// Written with a ticket's first customer message, so only that one fires
+/// `customer_first_message`.
+pub fn first_customer_message(tenant: &TenantId, ticket: &TicketId) -> Key {
+    Key::new(
+        format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str()),
+        "FIRST_MESSAGE",
+    )
+}
+
 pub fn survey_request(tenant: &TenantId, id: SurveyRequestId) -> Key {
     Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REQUEST")
 }

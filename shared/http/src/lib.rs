@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Where in the request body the problem is (`conditions.all[1].op`), when known.
+    pub path: Option<String>,
 }
 
 impl ApiError {
@@ -21,7 +23,13 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            path: None,
         }
+    }
+    /// Names the offending place in the body; the message then starts with it too.
+    pub fn at(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -53,7 +61,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body =
+            serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(path) = self.path {
+            body["error"]["path"] = serde_json::Value::String(path);
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }

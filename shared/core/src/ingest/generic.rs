@@ -19,6 +19,12 @@ struct GenericDelivery {
     event_type: String,
     occurred_at: DateTime<Utc>,
     ticket: TicketSnapshot,
+    /// The customer's message, for `ticket.customer_message`.
+    #[serde(default)]
+    message: Option<super::Message>,
+    /// The tag just added, for `ticket.tag_added`.
+    #[serde(default)]
+    tag: Option<String>,
 }
 
 pub(super) fn proof<'a>(
@@ -48,7 +54,8 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
             | EventType::TicketReopened
             | EventType::TicketStatusChanged
             | EventType::TicketTagAdded
-            | EventType::TicketCustomerMessage),
+            | EventType::TicketCustomerMessage
+            | EventType::TicketReturnCreated),
         ) => t,
         _ => {
             return Err(IngestError::UnsupportedType(
@@ -56,10 +63,31 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
             ));
         }
     };
+    if event_type == EventType::TicketCustomerMessage && delivery.message.is_none() {
+        return Err(IngestError::missing("message"));
+    }
+    if let Some(m) = &delivery.message
+        && (m.body.chars().count() > 20_000)
+    {
+        return Err(IngestError::invalid(
+            "message.body",
+            "must be at most 20,000 characters",
+        ));
+    }
+    if let Some(tag) = &delivery.tag
+        && (tag.trim().is_empty() || tag.chars().count() > 100)
+    {
+        return Err(IngestError::invalid("tag", "must be 1 to 100 characters"));
+    }
+    if event_type == EventType::TicketTagAdded && delivery.tag.is_none() {
+        return Err(IngestError::missing("tag"));
+    }
     Ok(Delivery::Ticket(Box::new(TicketDelivery {
         delivery_id,
         event_type,
         occurred_at: delivery.occurred_at,
         ticket: delivery.ticket,
+        message: delivery.message,
+        tag: delivery.tag,
     })))
 }

@@ -156,6 +156,19 @@ struct TicketDelivery {
     event_type: EventType,
     occurred_at: DateTime<Utc>,
     ticket: TicketSnapshot,
+    /// The customer's message (`ticket.customer_message`).
+    message: Option<Message>,
+    /// The tag just added (`ticket.tag_added`).
+    tag: Option<String>,
+}
+
+/// A customer's message on a ticket, as the helpdesk sent it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Email>,
 }
 
 /// A survey provider's response, normalised.

@@ -155,6 +155,8 @@ pub(super) fn parse(body: &[u8]) -> Result<Delivery, IngestError> {
         event_type,
         occurred_at: event.time,
         ticket,
+        message: None,
+        tag: None,
     })))
 }
 
