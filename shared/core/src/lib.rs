@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod automation;
+pub mod calendar;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod contacts;
