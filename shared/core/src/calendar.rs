@@ -22,13 +22,13 @@
 //! Internally each local date's windows become at most two real-time pieces per window (one per
 //! UTC offset in force that day), computed from the zone's offsets rather than by resolving
 //! ambiguous local times, so there is no "earliest or latest?" choice to get wrong. This assumes
-//! a zone changes its UTC offset at most once within any 56-hour span (true of every zone's
-//! rules in the tz database since the 1970s; a few historical double changes are counted as one).
+//! a zone does not change its UTC offset twice within nine days (true of the tz database's rules
+//! in current use, where changes are weeks apart at the closest, e.g. Morocco around Ramadan).
 
 use std::fmt;
 use std::ops::ControlFlow;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -36,11 +36,13 @@ const DAY_SECS: i64 = 86_400;
 const NANOS: i128 = 1_000_000_000;
 /// No UTC offset is beyond ±16 h, so every instant whose local date is D lies between D's local
 /// midnight minus 16 h and the next midnight plus 16 h (read as UTC).
-const PROBE_SECS: i64 = 16 * 3_600;
+const PROBE_HOURS: u32 = 16;
+const PROBE_SECS: i64 = PROBE_HOURS as i64 * 3_600;
+/// Spans over which equal offsets at both ends are taken to mean no change in between: a week
+/// plus the probes either side, with a day to spare.
+const CHAIN_SECS: i64 = 9 * DAY_SECS;
 /// `NaiveDate::num_days_from_ce` of 1970-01-01.
 const UNIX_EPOCH_DAYS_FROM_CE: i64 = 719_163;
-/// Day of a leap year before each month starts, for the yearly-holiday bit set.
-const LEAP_MONTH_STARTS: [u32; 12] = [0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335];
 
 /// Weekday names as they appear in the JSON and in error messages, Monday first.
 pub const WEEKDAYS: [&str; 7] = [
@@ -533,6 +535,52 @@ impl Day {
     }
 }
 
+/// An instant the day loops read the zone's offset at, `PROBE_SECS` before a local date starts
+/// or after one ends, read as UTC.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    secs: i64,
+    /// The same instant; built from the date, which is much cheaper than from seconds.
+    utc: NaiveDateTime,
+}
+
+impl Probe {
+    /// `PROBE_SECS` before `day` starts (08:00 on the date before).
+    fn before(day: Day) -> Probe {
+        let secs = day.midnight - PROBE_SECS;
+        let utc = day
+            .date
+            .pred_opt()
+            .and_then(|d| d.and_hms_opt(24 - PROBE_HOURS, 0, 0));
+        Probe {
+            secs,
+            utc: utc.unwrap_or_else(|| naive_utc(secs)),
+        }
+    }
+    /// `PROBE_SECS` into the date `days` after `day` (16:00 on it).
+    fn after(day: Day, days: u64) -> Probe {
+        let secs = day.midnight + days as i64 * DAY_SECS + PROBE_SECS;
+        let utc = day
+            .date
+            .checked_add_days(chrono::Days::new(days))
+            .and_then(|d| d.and_hms_opt(PROBE_HOURS, 0, 0));
+        Probe {
+            secs,
+            utc: utc.unwrap_or_else(|| naive_utc(secs)),
+        }
+    }
+}
+
+fn naive_utc(secs: i64) -> NaiveDateTime {
+    DateTime::from_timestamp(secs, 0)
+        .unwrap_or(if secs < 0 {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
+        .naive_utc()
+}
+
 fn nanos_of(t: DateTime<Utc>) -> i128 {
     i128::from(t.timestamp()) * NANOS + i128::from(t.timestamp_subsec_nanos())
 }
@@ -548,20 +596,72 @@ fn instant(nanos: i128) -> DateTime<Utc> {
         })
 }
 
+/// What one `deadline` or `business_duration` call has learnt of the zone's offsets.
+#[derive(Default)]
+struct KnownOffset(Option<Span>);
+
+/// The UTC offset is `offset` from `from` to `until` (Unix seconds).
+struct Span {
+    from: i64,
+    until: i64,
+    offset: i64,
+}
+
+impl Span {
+    /// What `offsets` at `lo` and `hi` tell: the whole span if they agree, else only `hi`.
+    fn settled(lo: i64, hi: i64, before: i64, after: i64) -> Span {
+        Span {
+            from: if before == after { lo } else { hi },
+            until: hi,
+            offset: after,
+        }
+    }
+}
+
 impl Weekly {
     /// UTC offset in force at `secs` (Unix seconds), in seconds.
     fn offset(&self, secs: i64) -> i64 {
-        let at = DateTime::from_timestamp(secs, 0).unwrap_or(if secs < 0 {
-            DateTime::<Utc>::MIN_UTC
-        } else {
-            DateTime::<Utc>::MAX_UTC
-        });
+        self.offset_at(&naive_utc(secs))
+    }
+
+    fn offset_at(&self, utc: &NaiveDateTime) -> i64 {
         i64::from(
             self.tz
-                .offset_from_utc_datetime(&at.naive_utc())
+                .offset_from_utc_datetime(utc)
                 .fix()
                 .local_minus_utc(),
         )
+    }
+
+    /// The offsets at `lo` and `hi` (`lo < hi`, and `lo` no earlier than in the previous call with
+    /// this `known`). The day loops probe overlapping or nearby spans in time order, so once an
+    /// offset is known to hold up to some instant, one look-up at `hi` settles a span that starts
+    /// before it: equal offsets at both ends of a span of at most `CHAIN_SECS` mean no change in
+    /// between.
+    fn offsets(&self, known: &mut KnownOffset, lo: Probe, hi: Probe) -> (i64, i64) {
+        if let Some(k) = known.0.as_mut()
+            && k.from <= lo.secs
+            && hi.secs - k.until <= CHAIN_SECS
+        {
+            if hi.secs <= k.until {
+                return (k.offset, k.offset);
+            }
+            let after = self.offset_at(&hi.utc);
+            if after == k.offset {
+                k.until = hi.secs;
+                return (after, after);
+            }
+            let before = if lo.secs <= k.until {
+                k.offset
+            } else {
+                self.offset_at(&lo.utc)
+            };
+            *k = Span::settled(lo.secs, hi.secs, before, after);
+            return (before, after);
+        }
+        let (before, after) = (self.offset_at(&lo.utc), self.offset_at(&hi.utc));
+        known.0 = Some(Span::settled(lo.secs, hi.secs, before, after));
+        (before, after)
     }
 
     /// The first second in `(lo, hi]` whose offset is not `lo_offset`, given that `hi`'s is not.
@@ -582,23 +682,31 @@ impl Weekly {
     }
 
     fn is_holiday(&self, date: NaiveDate) -> bool {
-        let i = LEAP_MONTH_STARTS[date.month0() as usize] + date.day0();
+        // The day's place in a leap year, from the ordinal (cheaper than month and day).
+        let ordinal = date.ordinal0();
+        let i = if !date.leap_year() && ordinal >= 59 {
+            ordinal + 1
+        } else {
+            ordinal
+        };
         self.yearly_holidays[i as usize / 64] & (1 << (i % 64)) != 0
-            || self.fixed_holidays.binary_search(&date).is_ok()
+            || (!self.fixed_holidays.is_empty() && self.fixed_holidays.binary_search(&date).is_ok())
     }
 
     /// Calls `f` with the real-time pieces `[start, end)` (Unix seconds) of `day`'s windows, in
     /// time order: the instants at which the wall clock shows `day` and a time inside a window.
-    fn pieces<B>(&self, day: Day, mut f: impl FnMut(i64, i64) -> ControlFlow<B>) -> ControlFlow<B> {
+    fn pieces<B>(
+        &self,
+        known: &mut KnownOffset,
+        day: Day,
+        mut f: impl FnMut(i64, i64) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
         let windows = &self.days[day.weekday];
         if windows.is_empty() || self.is_holiday(day.date) {
             return ControlFlow::Continue(());
         }
-        let (lo, hi) = (
-            day.midnight - PROBE_SECS,
-            day.midnight + DAY_SECS + PROBE_SECS,
-        );
-        let (before, after) = (self.offset(lo), self.offset(hi));
+        let (lo, hi) = (Probe::before(day), Probe::after(day, 1));
+        let (before, after) = self.offsets(known, lo, hi);
         if before == after {
             for w in windows {
                 f(
@@ -610,7 +718,7 @@ impl Weekly {
         }
         // Local time L happens at L - before until the change and at L - after from it on: the
         // skipped stretch of a spring-forward falls out of both, the repeated one is in both.
-        let change = self.offset_change(lo, hi, before);
+        let change = self.offset_change(lo.secs, hi.secs, before);
         for w in windows {
             let start = day.midnight + w.start_secs() - before;
             let end = (day.midnight + w.end_secs() - before).min(change);
@@ -630,9 +738,9 @@ impl Weekly {
 
     /// Business seconds of the seven local dates from `day`, if the offset stays the same over
     /// them (then every window is its nominal length and only holidays subtract).
-    fn week_secs_from(&self, day: Day) -> Option<i64> {
-        let before = self.offset(day.midnight - PROBE_SECS);
-        if self.offset(day.midnight + 7 * DAY_SECS + PROBE_SECS) != before {
+    fn week_secs_from(&self, known: &mut KnownOffset, day: Day) -> Option<i64> {
+        let (before, after) = self.offsets(known, Probe::before(day), Probe::after(day, 7));
+        if before != after {
             return None;
         }
         let mut secs = self.week_secs;
@@ -659,13 +767,14 @@ impl Weekly {
         let Some(mut day) = self.day_of(start.timestamp()) else {
             return DateTime::<Utc>::MAX_UTC;
         };
+        let mut known = KnownOffset::default();
         let mut first_day = true;
         loop {
             // Skip a week whole when the deadline is certainly beyond it; on the start's own day
             // the count begins mid-day, so that one is always walked.
             if !first_day
                 && remaining > week
-                && let Some(secs) = self.week_secs_from(day)
+                && let Some(secs) = self.week_secs_from(&mut known, day)
             {
                 remaining -= i128::from(secs) * NANOS;
                 match day.plus_week() {
@@ -675,7 +784,7 @@ impl Weekly {
                 continue;
             }
             first_day = false;
-            let found = self.pieces(day, |start, end| {
+            let found = self.pieces(&mut known, day, |start, end| {
                 let (start, end) = (
                     (i128::from(start) * NANOS).max(cursor),
                     i128::from(end) * NANOS,
@@ -708,12 +817,13 @@ impl Weekly {
             return to - from;
         };
         let mut total: i128 = 0;
+        let mut known = KnownOffset::default();
         let mut first_day = true;
         while day.midnight <= last.midnight {
             // A week whose seven dates all end before `to`'s date lies wholly inside the span.
             if !first_day
                 && day.midnight + 7 * DAY_SECS <= last.midnight
-                && let Some(secs) = self.week_secs_from(day)
+                && let Some(secs) = self.week_secs_from(&mut known, day)
             {
                 total += i128::from(secs) * NANOS;
                 match day.plus_week() {
@@ -723,7 +833,7 @@ impl Weekly {
                 continue;
             }
             first_day = false;
-            let _ = self.pieces(day, |start, end| {
+            let _ = self.pieces(&mut known, day, |start, end| {
                 let start = (i128::from(start) * NANOS).max(from_ns);
                 let end = (i128::from(end) * NANOS).min(to_ns);
                 if start < end {
