@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod actions;
 pub mod automation;
+pub mod calendar;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod contacts;
