@@ -36,6 +36,9 @@ struct AgentBody {
     name: String,
     email: String,
     email_notifications: bool,
+    /// The agent's working hours, as a business-hours calendar (docs/sla.md).
+    #[serde(default)]
+    working_hours: Option<closedloop_core::calendar::BusinessCalendar>,
 }
 
 fn invalid(message: String) -> ApiError {
@@ -59,6 +62,7 @@ async fn upsert(
         name: name.to_string(),
         email,
         email_notifications: body.email_notifications,
+        working_hours: body.working_hours,
     };
     state
         .store

@@ -124,5 +124,6 @@ pub fn demo_agent(id: &str, name: &str, email: &str, notifications: bool) -> Age
         name: name.into(),
         email: Email::parse(email).expect("demo emails are valid"),
         email_notifications: notifications,
+        working_hours: None,
     }
 }

@@ -431,13 +431,26 @@ pub async fn facts_for(
         ),
         None => None,
     };
+    let agents_in_working_hours = crate::tenancy::list_agents(store, &event.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|a| {
+            a.working_hours
+                .as_ref()
+                .is_some_and(|h| h.is_business_time(at))
+        })
+        .map(|a| a.id.as_str().to_string())
+        .collect();
     let ctx = FactContext {
         ticket: snapshot.as_ref(),
         time_zone: Some(settings.time_zone.tz()),
         detractor_max_score: settings.detractor_max_score,
         account_flagged_detractor: flagged,
-        within_business_hours: None,
-        agents_in_working_hours: None,
+        within_business_hours: settings
+            .business_hours
+            .as_ref()
+            .map(|h| h.is_business_time(at)),
+        agents_in_working_hours: Some(agents_in_working_hours),
     };
     Ok(Facts::from_event(event, at, &ctx))
 }

@@ -284,6 +284,9 @@ pub struct TenantSettings {
     /// On: once recorded, a rating cannot be changed from the public page (comments still can).
     #[serde(default)]
     pub forbid_rating_change: bool,
+    /// The tenant's business hours (rules' `time.business_hours`; case SLAs). None: not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_hours: Option<crate::calendar::BusinessCalendar>,
 }
 
 impl Default for TenantSettings {
@@ -297,6 +300,7 @@ impl Default for TenantSettings {
             brand_name: "Support".into(),
             brand_color: "#2563eb".into(),
             forbid_rating_change: false,
+            business_hours: None,
         }
     }
 }
@@ -354,6 +358,9 @@ pub struct Agent {
     pub email: Email,
     /// Off: the agent gets no notification emails (sends are recorded as suppressed).
     pub email_notifications: bool,
+    /// The agent's own working hours (rules' `time.agent_working_hours`), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_hours: Option<crate::calendar::BusinessCalendar>,
 }
 
 /// A customer account (company) in the helpdesk.

@@ -211,6 +211,7 @@ fn snapshot(
                 email: Email::parse(&email)
                     .map_err(|e| IngestError::invalid("detail.assignee.email", e))?,
                 email_notifications: true,
+                working_hours: None,
             })
         }
         _ => None,

@@ -134,16 +134,17 @@ impl CompiledCondition {
 }
 
 fn number_key(n: f64) -> String {
-    format!("{n}")
+    // + 0.0 turns -0 into 0, which compares equal and must file the same.
+    format!("{}", n + 0.0)
 }
 
-/// The keys a fact is looked up under (the same normalisation as `index_keys`).
-fn fact_keys(fact: &Fact, out: &mut Vec<String>) {
+/// Calls `f` with each key a fact is looked up under (the normalisation of `index_keys`).
+fn for_each_key(fact: &Fact, mut f: impl FnMut(&str)) {
     match fact {
-        Fact::Text { lower, .. } => out.push(lower.clone()),
-        Fact::Number(n) => out.push(number_key(*n)),
-        Fact::Bool(b) => out.push(b.to_string()),
-        Fact::List(items) => out.extend(items.iter().cloned()),
+        Fact::Text { lower, .. } => f(lower),
+        Fact::Number(n) => f(&number_key(*n)),
+        Fact::Bool(b) => f(if *b { "true" } else { "false" }),
+        Fact::List(items) => items.iter().for_each(|i| f(i)),
     }
 }
 
@@ -153,7 +154,8 @@ enum Node {
     Group {
         combinator: Combinator,
         items: Vec<Node>,
-        path: String,
+        /// Index into the rule's group paths.
+        group: usize,
     },
 }
 
@@ -161,6 +163,8 @@ enum Node {
 struct CompiledRule {
     rule: Arc<Rule>,
     conditions: Vec<CompiledCondition>,
+    /// Where each group sits (`conditions.all[2]`), for the audit trail.
+    groups: Vec<String>,
     root: Node,
     /// The condition the rule is filed under, checked first.
     indexed: Option<usize>,
@@ -171,11 +175,18 @@ struct CompiledRule {
 pub enum Failure {
     /// This condition (index into the rule's conditions) did not hold.
     Condition(usize),
-    /// No item of this `any` group held.
-    NoneOf { path: String },
+    /// No item of this `any` group (index into the rule's groups) held.
+    NoneOf { group: usize },
 }
 
-fn compile_group(group: &ConditionGroup, path: &str, out: &mut Vec<CompiledCondition>) -> Node {
+fn compile_group(
+    group: &ConditionGroup,
+    path: &str,
+    out: &mut Vec<CompiledCondition>,
+    groups: &mut Vec<String>,
+) -> Node {
+    groups.push(path.to_string());
+    let group_index = groups.len() - 1;
     let key = match group.combinator {
         Combinator::All => "all",
         Combinator::Any => "any",
@@ -191,14 +202,14 @@ fn compile_group(group: &ConditionGroup, path: &str, out: &mut Vec<CompiledCondi
                     out.push(CompiledCondition::compile(c, item_path));
                     Node::Condition(out.len() - 1)
                 }
-                ConditionNode::Group(g) => compile_group(g, &item_path, out),
+                ConditionNode::Group(g) => compile_group(g, &item_path, out, groups),
             }
         })
         .collect();
     Node::Group {
         combinator: group.combinator,
         items,
-        path: path.to_string(),
+        group: group_index,
     }
 }
 
@@ -211,6 +222,26 @@ impl CompiledRule {
             return Some(Failure::Condition(i));
         }
         self.check_node(&self.root, facts)
+    }
+
+    /// `check_node(..).is_none()`, without building a failure.
+    fn holds(&self, node: &Node, facts: &Facts) -> bool {
+        match node {
+            Node::Condition(i) => self.conditions[*i].holds(facts),
+            Node::Group {
+                combinator: Combinator::All,
+                items,
+                ..
+            } => items.iter().all(|item| match item {
+                Node::Condition(i) if Some(*i) == self.indexed => true,
+                _ => self.holds(item, facts),
+            }),
+            Node::Group {
+                combinator: Combinator::Any,
+                items,
+                ..
+            } => items.is_empty() || items.iter().any(|i| self.holds(i, facts)),
+        }
     }
 
     fn check_node(&self, node: &Node, facts: &Facts) -> Option<Failure> {
@@ -229,12 +260,12 @@ impl CompiledRule {
             Node::Group {
                 combinator: Combinator::Any,
                 items,
-                path,
+                group,
             } => {
-                if items.is_empty() || items.iter().any(|i| self.check_node(i, facts).is_none()) {
+                if items.is_empty() || items.iter().any(|i| self.holds(i, facts)) {
                     None
                 } else {
-                    Some(Failure::NoneOf { path: path.clone() })
+                    Some(Failure::NoneOf { group: *group })
                 }
             }
         }
@@ -289,11 +320,13 @@ impl RuleSet {
         let mut compiled: Vec<CompiledRule> = rules
             .into_iter()
             .map(|rule| {
-                let mut conditions = Vec::new();
-                let root = compile_group(&rule.conditions, "conditions", &mut conditions);
+                let (mut conditions, mut groups) = (Vec::new(), Vec::new());
+                let root =
+                    compile_group(&rule.conditions, "conditions", &mut conditions, &mut groups);
                 CompiledRule {
                     rule,
                     conditions,
+                    groups,
                     root,
                     indexed: None,
                 }
@@ -403,22 +436,22 @@ impl RuleSet {
             return Evaluation::default();
         };
         let mut candidates: Vec<u32> = index.scanned.clone();
-        let mut keys = Vec::new();
         for (field, buckets) in &index.buckets {
             let Some(fact) = facts.get(*field) else {
                 continue;
             };
-            keys.clear();
-            fact_keys(fact, &mut keys);
-            for key in &keys {
+            for_each_key(fact, |key| {
                 if let Some(bucket) = buckets.get(key) {
                     candidates.extend_from_slice(bucket);
                 }
-            }
+            });
         }
         candidates.sort_unstable();
         candidates.dedup();
-        let mut evaluation = Evaluation::default();
+        let mut evaluation = Evaluation {
+            matched: Vec::new(),
+            failed: Vec::with_capacity(candidates.len()),
+        };
         for position in candidates {
             let position = position as usize;
             match self.rules[position].check(facts) {
@@ -454,11 +487,7 @@ impl RuleSet {
                         .find(|(p, _)| *p == position)
                         .map(|(_, f)| f.clone())
                         .or_else(|| r.indexed.map(Failure::Condition))
-                        .unwrap_or_else(|| {
-                            r.check(facts).unwrap_or(Failure::NoneOf {
-                                path: "conditions".into(),
-                            })
-                        });
+                        .unwrap_or_else(|| r.check(facts).unwrap_or(Failure::NoneOf { group: 0 }));
                     Some(self.describe(position, &failure, facts))
                 };
                 RuleOutcome {
@@ -504,8 +533,8 @@ impl RuleSet {
                     "reason": reason,
                 })
             }
-            Failure::NoneOf { path } => json!({
-                "path": path,
+            Failure::NoneOf { group } => json!({
+                "path": r.groups[*group],
                 "reason": "none of the group's conditions held",
             }),
         }
