@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod domain;
 pub mod due;
 pub mod event;
+pub mod helpdesk;
 pub mod idempotency;
 pub mod ids;
 pub mod ingest;
