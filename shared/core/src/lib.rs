@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod contacts;
 pub mod domain;
 pub mod due;
+pub mod echoes;
 pub mod event;
 pub mod helpdesk;
 pub mod idempotency;

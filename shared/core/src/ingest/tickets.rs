@@ -20,17 +20,24 @@ pub(super) async fn record(
     delivery: TicketDelivery,
 ) -> Result<IngestOutcome, IngestError> {
     delivery.ticket.validate()?;
-    let event = EventEnvelope::new_root(
-        tenant.clone(),
-        delivery.event_type,
-        delivery.occurred_at,
-        serde_json::json!({
-            "ticket": delivery.ticket,
-            "source": source.as_str(),
-            "delivery_id": delivery.delivery_id,
-        }),
-    );
-    let ops = vec![
+    let data = serde_json::json!({
+        "ticket": delivery.ticket,
+        "source": source.as_str(),
+        "delivery_id": delivery.delivery_id,
+    });
+    // The echo of a change a rule made is caused by that rule (loop protection), once.
+    let echo =
+        crate::echoes::recognise(store, tenant, delivery.event_type, &delivery.ticket, now).await?;
+    let event = match &echo {
+        Some(echo) => echo.event(delivery.event_type, delivery.occurred_at, data),
+        None => EventEnvelope::new_root(
+            tenant.clone(),
+            delivery.event_type,
+            delivery.occurred_at,
+            data,
+        ),
+    };
+    let mut ops = vec![
         WriteOp::put_if(
             dedupe_item(tenant, source, &delivery.delivery_id, &event, now),
             Condition::item_absent(),
@@ -43,6 +50,7 @@ pub(super) async fn record(
         contacts::directory_put(tenant, &delivery.ticket.contact),
         outbox_put(&event, now),
     ];
+    ops.extend(echo.as_ref().map(crate::echoes::Echo::consume));
     match store.transact_write(ops).await {
         Ok(()) => Ok(IngestOutcome::Accepted {
             event_id: event.event_id,
