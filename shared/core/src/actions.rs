@@ -1155,7 +1155,8 @@ impl FailedAction {
     }
 }
 
-/// A page of failed actions, newest first; `before` continues after the page's last id.
+/// A page of failed actions, newest first (their ids are ULIDs, ordered to the millisecond);
+/// `before` continues after the page's last id.
 pub async fn list_failed(
     store: &dyn ItemStore,
     tenant: &TenantId,
