@@ -1012,3 +1012,24 @@ async fn a_store_outage_fails_the_invocation_so_lambda_retries_it() {
     assert!(err.is_transient(), "{err}");
     assert!(world.helpdesk.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_rule_webhook_to_the_metadata_service_is_refused_without_a_call() {
+    let world = world().await;
+    let cause = world.ticket_closed("1001", "a-alice");
+    let event = requested(
+        &cause,
+        RuleId::new(),
+        json!({"type": "post_webhook", "url": "http://169.254.169.254/latest/meta-data",
+            "secret": "rule-webhook-secret-0001"}),
+    );
+    let outcome = world.run(&event).await;
+    let ActionOutcome::Failed {
+        error, attempts, ..
+    } = &outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(*attempts, 1);
+    assert!(error.contains("link-local"), "{error}");
+}

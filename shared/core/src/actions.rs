@@ -434,12 +434,14 @@ impl Executor<'_> {
             let failure = match self.attempt(&job).await {
                 Ok(effect) => match self.commit(&job, claim, event, effect).await {
                     Ok(outcome) => return Ok(outcome),
-                    // Our own write lost a race (the review changed meanwhile): read again.
-                    Err(e) if is_conflict(&e) => Failure::Transient {
+                    // The effect's own write lost a race (the review changed meanwhile): read
+                    // again. Only store-side effects have such writes, so nothing outside is
+                    // repeated.
+                    Err(Commit::Conflict) => Failure::Transient {
                         message: "the record changed while the action ran".into(),
                         retry_after: None,
                     },
-                    Err(e) => return Err(e),
+                    Err(Commit::Store(e)) => return Err(e),
                 },
                 Err(Failure::Store(e)) => return Err(e),
                 Err(other) => other,
@@ -490,7 +492,7 @@ impl Executor<'_> {
         claim: &str,
         event: &EventEnvelope,
         effect: Effect,
-    ) -> Result<ActionOutcome, StoreError> {
+    ) -> Result<ActionOutcome, Commit> {
         let (outcome, label) = match effect.kind {
             Kind::Done => (
                 ActionOutcome::Done {
@@ -512,6 +514,7 @@ impl Executor<'_> {
             ),
         };
         let mut ops = effect.writes;
+        let own_writes = ops.len();
         ops.push(idempotency::complete_op(
             job.tenant(),
             claim,
@@ -534,7 +537,8 @@ impl Executor<'_> {
                 Err(e) if e.is_transient() && tries < 3 => {
                     tokio::time::sleep(self.retry.backoff(tries)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) if condition_failed_before(&e, own_writes) => return Err(Commit::Conflict),
+                Err(e) => return Err(Commit::Store(e)),
             }
         }
     }
@@ -701,6 +705,10 @@ impl Executor<'_> {
             Action::CloseCase { resolution } => self.close_case(job, resolution).await,
             Action::SendRatingRequest {} => self.send_rating_request(job).await,
             Action::PostWebhook { url, secret } => {
+                // The rule's URL was checked when saved; link-local addresses (the cloud's
+                // metadata service) are refused here too.
+                crate::helpdesk::validate_url(url)
+                    .map_err(|e| Failure::Permanent(format!("the webhook's {e}")))?;
                 let webhook = OutgoingWebhook {
                     url: url.clone(),
                     secret: secret.clone(),
@@ -1111,10 +1119,17 @@ fn audit_suffix(request: &ActionRequest) -> String {
     format!("ACTION#{}#{}", request.rule_id, request.action_index)
 }
 
-/// A transaction cancelled by a condition of ours (not a throttle or a conflict).
-fn is_conflict(e: &StoreError) -> bool {
+/// Why a completion was not written.
+enum Commit {
+    /// A condition on the effect's own writes failed: the record changed meanwhile.
+    Conflict,
+    Store(StoreError),
+}
+
+/// A transaction cancelled by the condition of one of its first `n` operations.
+fn condition_failed_before(e: &StoreError, n: usize) -> bool {
     matches!(e, StoreError::TransactionCanceled { reasons }
-        if reasons.iter().any(|r| matches!(r, Some(CancelReason::ConditionFailed(_)))))
+        if reasons.iter().take(n).any(|r| matches!(r, Some(CancelReason::ConditionFailed(_)))))
 }
 
 // ── Dead letters ─────────────────────────────────────────────────────────────────────────────
