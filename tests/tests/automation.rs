@@ -240,3 +240,72 @@ async fn the_demo_tenants_helpdesk_is_the_sandbox_and_its_secret_is_never_shown(
     assert!(helpdesk_calls(&running).await.is_empty());
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bad_review_is_tagged_and_the_tag_triggers_a_note_and_a_case_in_the_helpdesk() {
+    use std::sync::Arc;
+    let dir = temp_dir();
+    let clock = Arc::new(closedloop_core::ports::ManualClock::new(chrono::Utc::now()));
+    let running = closedloop::runner::start(closedloop::runner::RunnerConfig {
+        clock: clock.clone(),
+        ..common::demo_config(&dir)
+    })
+    .await
+    .unwrap();
+    add_rule(
+        &running,
+        json!({"name": "Tag bad reviews", "trigger": "review_received",
+            "conditions": {"all": [{"field": "rating.csat", "op": "is", "value": "negative"}]},
+            "actions": [{"type": "add_review_tag", "tag": "unhappy"}]}),
+    )
+    .await;
+    add_rule(
+        &running,
+        json!({"name": "Escalate unhappy reviews", "trigger": "review_tag_added",
+            "conditions": {"all": [{"field": "event.tag", "op": "is", "value": "unhappy"}]},
+            "actions": [
+                {"type": "add_internal_note", "body": "{{ customer.name }} is unhappy: {{ comment or 'no comment' }}"},
+                {"type": "open_case", "assignee": {"kind": "ticket_agent"}}]}),
+    )
+    .await;
+    let links = common::close_and_read_links(&running, &dir, "1001", "bob@northwind.example").await;
+    let negative = links
+        .iter()
+        .find(|l| common::link_value(l) == "negative")
+        .unwrap();
+    let browser = reqwest::Client::builder()
+        .user_agent("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15")
+        .build()
+        .unwrap();
+    assert_eq!(browser.get(negative).send().await.unwrap().status(), 200);
+    // The change window passes; the review is received, tagged, and the tag escalates it.
+    clock.advance(chrono::Duration::minutes(10));
+    running
+        .fire_schedule("SurveySchedulerFunction")
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+
+    let calls = helpdesk_calls(&running).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["operation"], "add_internal_note");
+    assert_eq!(calls[0]["body"], "Bob Stone is unhappy: no comment");
+    let (_, review) = admin(&running, Method::GET, "/tickets/1001/review", None).await;
+    assert_eq!(review["tags"], json!(["unhappy"]), "{review}");
+    let (_, audit) = admin(&running, Method::GET, "/tickets/1001/audit", None).await;
+    let case = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "open_case")
+        .expect("the case was opened");
+    assert_eq!(case["outcome"], "done", "{case}");
+    assert!(
+        case["detail"]
+            .as_str()
+            .unwrap()
+            .contains("assigned to a-alice"),
+        "{case}"
+    );
+    running.shutdown().await;
+}
