@@ -200,7 +200,7 @@ pub fn connector(tenant: &TenantId) -> Key {
 }
 
 /// A change closedloop made in the helpdesk, expected back as a webhook (echo detection), in
-/// the ticket's partition: `EXPECT#<cause event>#<rule>#<action>`.
+/// the ticket's partition: `EXPECT#<cause event>-<rule>-<action>` (the action's delivery key).
 pub fn expected_echo(tenant: &TenantId, ticket: &TicketId, action: &str) -> Key {
     Key::new(
         format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str()),
