@@ -31,7 +31,10 @@ impl std::fmt::Debug for GenericWebhookConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GenericWebhookConnector")
             .field("tenant", &self.tenant)
-            .field("url", &self.url)
+            .field(
+                "url",
+                &closedloop_core::helpdesk::without_userinfo(&self.url),
+            )
             .field("secret", &"<redacted>")
             .finish()
     }

@@ -233,7 +233,7 @@ impl std::fmt::Debug for OutgoingWebhook {
     // The secret never reaches a log.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutgoingWebhook")
-            .field("url", &self.url)
+            .field("url", &without_userinfo(&self.url))
             .field("secret", &"<redacted>")
             .field("idempotency_key", &self.idempotency_key)
             .finish()
@@ -278,7 +278,7 @@ impl std::fmt::Debug for ConnectorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectorConfig")
             .field("kind", &self.kind)
-            .field("url", &self.url)
+            .field("url", &without_userinfo(&self.url))
             .field("secret", &"<redacted>")
             .field("updated_at", &self.updated_at)
             .finish()
@@ -298,10 +298,23 @@ impl ConnectorConfig {
     pub fn view(&self) -> ConnectorView {
         ConnectorView {
             kind: self.kind,
-            url: self.url.clone(),
+            url: without_userinfo(&self.url),
             secret_set: !self.secret.is_empty(),
             updated_at: self.updated_at,
         }
+    }
+}
+
+/// The URL with any `user:password@` replaced: credentials put in a URL are not shown either.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => url.to_string(),
     }
 }
 
@@ -468,6 +481,18 @@ mod tests {
         ] {
             assert!(validate_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_not_shown() {
+        assert_eq!(
+            without_userinfo("https://bot:pa55@helpdesk.example/hook?x=1"),
+            "https://***@helpdesk.example/hook?x=1"
+        );
+        assert_eq!(
+            without_userinfo("https://helpdesk.example/a@b"),
+            "https://helpdesk.example/a@b"
+        );
     }
 
     #[test]
