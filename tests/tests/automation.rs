@@ -125,6 +125,23 @@ async fn our_reopen_coming_back_as_a_webhook_does_not_retrigger_the_rule_that_ma
         .collect();
     assert_eq!(done, vec!["done", "done"], "{audit}");
 
+    // The expectation was consumed by its echo: nothing is left waiting on the ticket.
+    let tenant = TenantId::parse("demo").unwrap();
+    let waiting = running
+        .store()
+        .query(
+            closedloop_core::store::Query::partition(closedloop_core::keys::ticket_partition(
+                &tenant,
+                &closedloop_core::ids::TicketId::parse("1003").unwrap(),
+            ))
+            .sk(closedloop_core::store::SortKeyCondition::BeginsWith(
+                "EXPECT#".into(),
+            )),
+        )
+        .await
+        .unwrap();
+    assert!(waiting.items.is_empty(), "{:?}", waiting.items);
+
     // A status change from a person later is a new chain: the rule runs again.
     sandbox(&running, Method::POST, "/tickets/1003/pending").await;
     running.drain().await.unwrap();
