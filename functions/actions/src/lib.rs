@@ -1,10 +1,10 @@
-//! `actions`: executes one requested action exactly once per (event, rule, action).
-//! A transient failure fails the invocation: EventBridge retries it, then the DLQ keeps it.
+//! `actions`: executes one requested action exactly once per (event, rule, action). Transient
+//! failures of the action are retried within the invocation; what still fails is dead-lettered
+//! (listed and retried by the admin API) and the invocation succeeds, so EventBridge does not
+//! redeliver it. Only a failure of the store fails the invocation (EventBridge retries it).
 
-use closedloop_core::actions::{self, ActionError, ActionOutcome};
+use closedloop_core::actions::{ActionError, ActionOutcome, Executor};
 use closedloop_core::event::{EventType, envelope_from_bus_event};
-use closedloop_core::ports::{Clock, Mailer};
-use closedloop_core::store::ItemStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActionsError {
@@ -14,16 +14,16 @@ pub enum ActionsError {
     Action(#[from] ActionError),
 }
 
+/// The handler. `executor` holds the ports `main` built once (store, mailer, connector
+/// directory, webhook sender, clock) and the retry policy.
 pub async fn handle(
-    store: &dyn ItemStore,
-    mailer: &dyn Mailer,
-    clock: &dyn Clock,
+    executor: &Executor<'_>,
     event: &serde_json::Value,
 ) -> Result<ActionOutcome, ActionsError> {
     let envelope = envelope_from_bus_event(event)
         .filter(|e| e.event_type == EventType::ActionRequested)
         .ok_or(ActionsError::NotAnActionRequest)?;
-    let outcome = actions::execute(store, mailer, &envelope, clock.now()).await?;
+    let outcome = executor.execute(&envelope).await?;
     tracing::info!(event_id = %envelope.event_id, tenant = %envelope.tenant_id, ?outcome, "action handled");
     Ok(outcome)
 }

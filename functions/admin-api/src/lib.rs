@@ -23,6 +23,8 @@ pub struct AdminState {
 }
 
 mod agents;
+mod connector;
+mod failed_actions;
 mod rules;
 mod templates;
 mod tickets;
@@ -36,6 +38,8 @@ pub fn router(state: AdminState) -> Router {
         .merge(rules::routes())
         .merge(templates::routes())
         .merge(webhook_sources::routes())
+        .merge(connector::routes())
+        .merge(failed_actions::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

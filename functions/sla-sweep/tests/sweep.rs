@@ -13,13 +13,17 @@ async fn open_case(store: &dyn ItemStore, tenant: &TenantId, deadline: chrono::D
     let case = Case {
         id: CaseId::new(),
         tenant_id: tenant.clone(),
-        survey_request_id: SurveyRequestId::new(),
-        ticket_id: TicketId::parse("7").unwrap(),
+        survey_request_id: Some(SurveyRequestId::new()),
+        ticket_id: Some(TicketId::parse("7").unwrap()),
+        review: None,
         assignee: None,
         status: CaseStatus::Open,
         opened_at: deadline - Duration::hours(8),
+        opened_by_rule: None,
         sla_deadline: Some(deadline),
         sla_breached: false,
+        closed_at: None,
+        resolution: None,
     };
     let key = Key::new(
         format!("{}#CASE#{}", keys::tenant_prefix(tenant), case.id),

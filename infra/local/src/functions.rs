@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use axum::Router;
+use closedloop_core::actions::{Executor, RetryPolicy};
+use closedloop_core::helpdesk::{ConnectorDirectory, WebhookSender};
 use closedloop_core::ports::{Clock, EventPublisher, Mailer};
 use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::LinkSigner;
@@ -26,6 +28,10 @@ pub struct Functions {
     pub keyring: Arc<TokenKeyring>,
     pub public_base_url: String,
     pub rule_cache: rules::RuleCache,
+    /// The tenants' helpdesk connectors and the sender of rules' webhooks (real HTTP).
+    pub connectors: Arc<dyn ConnectorDirectory>,
+    pub webhooks: Arc<dyn WebhookSender>,
+    pub action_retry: RetryPolicy,
 }
 
 impl Functions {
@@ -62,10 +68,20 @@ impl Functions {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            ACTIONS => actions::handle(store, self.mailer.as_ref(), clock, &event)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
+            ACTIONS => {
+                let executor = Executor {
+                    store,
+                    mailer: self.mailer.as_ref(),
+                    connectors: self.connectors.as_ref(),
+                    webhooks: self.webhooks.as_ref(),
+                    clock,
+                    retry: self.action_retry,
+                };
+                actions::handle(&executor, &event)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
             SURVEY_SCHEDULER => {
                 let links = LinkSigner {
                     keyring: &self.keyring,

@@ -42,6 +42,8 @@ pub struct RunnerConfig {
     /// Relay the outbox to the functions (tests turn it off to leave events queued).
     pub relay_outbox: bool,
     pub mail_from: String,
+    /// How `actions` retries failing helpdesk and webhook calls (tests use milliseconds).
+    pub action_retry: closedloop_core::actions::RetryPolicy,
 }
 
 impl RunnerConfig {
@@ -55,6 +57,7 @@ impl RunnerConfig {
             run_schedules: true,
             relay_outbox: true,
             mail_from: "feedback@closedloop.local".into(),
+            action_retry: closedloop_core::actions::RetryPolicy::default(),
         }
     }
 }
@@ -132,13 +135,22 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
     let outbox_dir = config.data_dir.join("outbox");
     let dead_letter_dir = config.data_dir.join("dead-letters");
     let mailer = OutboxMailer::new(&outbox_dir, &config.mail_from).map_err(io_err(&outbox_dir))?;
+    let store_port: Arc<dyn ItemStore> = Arc::new(store.clone());
+    // One HTTP client for every connector and webhook call, as the Lambda has.
+    let http = closedloop_connectors::http_client(closedloop_connectors::CALL_TIMEOUT);
     let functions = Arc::new(Functions {
-        store: Arc::new(store.clone()),
+        store: store_port.clone(),
         mailer: Arc::new(mailer),
         clock: config.clock.clone(),
         keyring: Arc::new(keyring),
         public_base_url: base_url.clone(),
         rule_cache: rules::RuleCache::default(),
+        connectors: Arc::new(closedloop_connectors::StoreConnectorDirectory::new(
+            store_port,
+            http.clone(),
+        )),
+        webhooks: Arc::new(closedloop_connectors::HttpWebhookSender::new(http)),
+        action_retry: config.action_retry,
     });
     let tenant = setup::first_tenant(
         &config.data_dir,
@@ -148,6 +160,18 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
     )
     .await
     .map_err(|e| RunnerError::Setup(e.to_string()))?;
+    if config.demo {
+        // The demo tenant's helpdesk is the sandbox, reached through the real generic
+        // connector; its URL follows the port this run listens on.
+        sandbox::connect_demo_tenant(
+            functions.store.as_ref(),
+            &tenant,
+            &base_url,
+            config.clock.now(),
+        )
+        .await
+        .map_err(|e| RunnerError::Setup(e.to_string()))?;
+    }
     let bus = Arc::new(
         LocalBus::new(&routes, functions.clone(), dead_letter_dir.clone())
             .map_err(io_err(&dead_letter_dir))?,

@@ -511,21 +511,34 @@ pub enum CaseStatus {
     Closed,
 }
 
-/// A follow-up case opened for a review.
+/// A follow-up case opened for a review (by a rule's `open_case`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Case {
     pub id: CaseId,
     pub tenant_id: TenantId,
-    pub survey_request_id: SurveyRequestId,
-    pub ticket_id: TicketId,
+    /// The rating-link review's survey request (none for a survey provider's response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey_request_id: Option<SurveyRequestId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<TicketId>,
+    /// The review's reference: its survey request id, or `source:response id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<AgentId>,
     pub status: CaseStatus,
     pub opened_at: DateTime<Utc>,
+    /// The rule whose action opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by_rule: Option<crate::ids::RuleId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_deadline: Option<DateTime<Utc>>,
     #[serde(default)]
     pub sla_breached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::ids::TenantId;
 use crate::keys;
-use crate::store::{Condition, ItemExt, ItemStore, StoreError, TTL_ATTRIBUTE, Update, Value};
+use crate::store::{
+    Condition, ItemExt, ItemStore, StoreError, TTL_ATTRIBUTE, Update, Value, WriteOp,
+};
 
 const STATUS: &str = "status";
 const IN_PROGRESS: &str = "INPROGRESS";
@@ -113,6 +115,27 @@ pub async fn complete(
         )
         .await?;
     Ok(())
+}
+
+/// `complete` as one operation of a transaction, so the effect's own writes (an audit entry,
+/// events, a changed record) and the completion land together or not at all.
+pub fn complete_op(tenant: &TenantId, key: &str, result: &serde_json::Value) -> WriteOp {
+    WriteOp::Update {
+        key: keys::idempotency(tenant, key),
+        update: Update::new()
+            .set(STATUS, Value::s(COMPLETED))
+            .set(DATA, Value::S(result.to_string()))
+            .remove(IN_PROGRESS_EXPIRY),
+        condition: Some(Condition::item_present()),
+    }
+}
+
+/// Forgets a completed effect, so it may run again (an admin's retry of a failed action).
+pub fn forget_op(tenant: &TenantId, key: &str) -> WriteOp {
+    WriteOp::Delete {
+        key: keys::idempotency(tenant, key),
+        condition: None,
+    }
 }
 
 /// Gives the claim back after a failure, so a retry can run the effect.

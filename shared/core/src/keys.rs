@@ -203,6 +203,44 @@ pub fn accounts_changed_index(tenant: &TenantId) -> String {
     format!("{}#ACCOUNTS_CHANGED", tenant_prefix(tenant))
 }
 
+/// The tenant's helpdesk connector (kind, URL, secret).
+pub fn connector(tenant: &TenantId) -> Key {
+    Key::new(tenant_prefix(tenant), "CONNECTOR")
+}
+
+/// A change closedloop made in the helpdesk, expected back as a webhook (echo detection), in
+/// the ticket's partition: `EXPECT#<cause event>-<rule>-<action>` (the action's delivery key).
+pub fn expected_echo(tenant: &TenantId, ticket: &TicketId, action: &str) -> Key {
+    Key::new(
+        format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str()),
+        format!("{EXPECTED_ECHO_PREFIX}{action}"),
+    )
+}
+pub const EXPECTED_ECHO_PREFIX: &str = "EXPECT#";
+
+/// A ticket's partition (snapshot, survey marker, expected echoes, ...).
+pub fn ticket_partition(tenant: &TenantId, ticket: &TicketId) -> String {
+    format!("{}#TICKET#{}", tenant_prefix(tenant), ticket.as_str())
+}
+
+/// Actions that failed for good, newest last by their ULID sort key.
+pub fn failed_actions_partition(tenant: &TenantId) -> String {
+    format!("{}#FAILED_ACTIONS", tenant_prefix(tenant))
+}
+
+pub fn failed_action(tenant: &TenantId, id: ulid::Ulid) -> Key {
+    Key::new(failed_actions_partition(tenant), id.to_string())
+}
+
+pub fn case(tenant: &TenantId, id: crate::ids::CaseId) -> Key {
+    Key::new(format!("{}#CASE#{id}", tenant_prefix(tenant)), "CASE")
+}
+
+/// At most one open case per review: this marker, beside the review, names it.
+pub fn review_open_case(review: &Key) -> Key {
+    Key::new(review.pk.clone(), "OPEN_CASE")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +269,10 @@ mod tests {
             provider_review(&t, "delighted", "5435"),
             contact_by_email(&t, "bob@example.com"),
             account_latest(&t, &AccountId::parse("acc-1").unwrap()),
+            connector(&t),
+            expected_echo(&t, &tk, "x"),
+            failed_action(&t, ulid::Ulid::new()),
+            case(&t, crate::ids::CaseId::new()),
         ] {
             assert!(key.pk.starts_with("T#acme"), "{key:?}");
             // "T#acme" must not be a prefix of another tenant's partition.

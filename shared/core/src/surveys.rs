@@ -257,6 +257,38 @@ pub async fn re_request(
     requested_by: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<ReRequested, SurveyError> {
+    re_request_in_chain(store, tenant, ticket_id, requested_by, None, now).await
+}
+
+/// A re-request made by a rule's `send_rating_request`: its `survey.re_requested` event is
+/// caused by the rule's event (same chain, `performed_by` the rule), not a new chain.
+pub async fn re_request_by_rule(
+    store: &dyn ItemStore,
+    ticket_id: &crate::ids::TicketId,
+    cause: &EventEnvelope,
+    rule: crate::ids::RuleId,
+    requested_by: &str,
+    now: DateTime<Utc>,
+) -> Result<ReRequested, SurveyError> {
+    re_request_in_chain(
+        store,
+        &cause.tenant_id,
+        ticket_id,
+        Some(requested_by),
+        Some((cause, rule)),
+        now,
+    )
+    .await
+}
+
+async fn re_request_in_chain(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    ticket_id: &crate::ids::TicketId,
+    requested_by: Option<&str>,
+    chain: Option<(&EventEnvelope, crate::ids::RuleId)>,
+    now: DateTime<Utc>,
+) -> Result<ReRequested, SurveyError> {
     let unknown = || SurveyError::UnknownTicket(ticket_id.as_str().to_string());
     let ticket: TicketSnapshot = store
         .get(&keys::ticket(tenant, ticket_id))
@@ -293,13 +325,12 @@ pub async fn re_request(
         Some(id) => Condition::eq("survey_request_id", Value::s(id)),
         None => Condition::item_absent(),
     };
-    let event = EventEnvelope::new_root(
-        tenant.clone(),
-        EventType::SurveyReRequested,
-        now,
-        serde_json::json!({ "ticket": request.ticket, "survey_request_id": request.id,
-            "supersedes": supersedes, "requested_by": requested_by }),
-    );
+    let data = serde_json::json!({ "ticket": request.ticket, "survey_request_id": request.id,
+        "supersedes": supersedes, "requested_by": requested_by });
+    let event = match chain {
+        Some((cause, rule)) => cause.caused(EventType::SurveyReRequested, now, Some(rule), data),
+        None => EventEnvelope::new_root(tenant.clone(), EventType::SurveyReRequested, now, data),
+    };
     let mut writes = vec![
         WriteOp::put_if(marker, marker_guard),
         WriteOp::put_if(request_item(&request), Condition::item_absent()),

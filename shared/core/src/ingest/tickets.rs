@@ -32,6 +32,8 @@ pub(super) async fn record(
     let is_message = delivery.event_type == EventType::TicketCustomerMessage;
     // Concurrent first messages race on the marker; the loser is simply not the first.
     let mut first = is_message && store.get(&first_message_key).await?.is_none();
+    // The echo of a change a rule made is caused by that rule (loop protection), once.
+    let echo = crate::echoes::recognise(store, tenant, delivery.event_type, &ticket, now).await?;
     loop {
         let mut data = serde_json::json!({
             "ticket": ticket,
@@ -46,12 +48,15 @@ pub(super) async fn record(
         if let Some(tag) = &delivery.tag {
             data["tag"] = serde_json::json!(tag.trim());
         }
-        let event = EventEnvelope::new_root(
-            tenant.clone(),
-            delivery.event_type,
-            delivery.occurred_at,
-            data,
-        );
+        let event = match &echo {
+            Some(echo) => echo.event(delivery.event_type, delivery.occurred_at, data),
+            None => EventEnvelope::new_root(
+                tenant.clone(),
+                delivery.event_type,
+                delivery.occurred_at,
+                data,
+            ),
+        };
         let mut snapshot = record_item(&ticket_key, "ticket", &ticket);
         snapshot.extend(crate::automation::open_ticket_index_attributes(
             tenant, &ticket,
@@ -71,6 +76,7 @@ pub(super) async fn record(
                 Condition::item_absent(),
             ));
         }
+        ops.extend(echo.as_ref().map(crate::echoes::Echo::consume));
         match store.transact_write(ops).await {
             Ok(()) => {
                 return Ok(IngestOutcome::Accepted {

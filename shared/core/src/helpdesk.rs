@@ -1,0 +1,534 @@
+//! The helpdesk ports: what closedloop asks of a tenant's helpdesk (notes, status, tags, ...),
+//! which connector a tenant has, and outgoing signed webhooks. The connectors themselves live
+//! in `closedloop-connectors`; core only sees these traits.
+//!
+//! Also here: a tenant's connector configuration (`T#<t>` / `CONNECTOR`). Its secret is stored
+//! because the connector signs with it, and never shown again after it is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Email, TicketSnapshot};
+use crate::ids::{AccountId, AgentId, TenantId, TicketId};
+use crate::keys;
+use crate::store::{Condition, ItemExt, ItemStore, StoreError, Value};
+
+/// One operation of the helpdesk port, named as the generic connector's payload names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelpdeskOperation {
+    AddInternalNote,
+    ChangeTicketType,
+    ListTicketTypes,
+    CreateTicket,
+    ReopenTicket,
+    SetTicketStatus,
+    AssignAgent,
+    AddTag,
+    PublicReply,
+    FetchTicket,
+    UpsertAccountBlock,
+    RemoveAccountBlock,
+}
+
+impl HelpdeskOperation {
+    pub const ALL: [HelpdeskOperation; 12] = [
+        HelpdeskOperation::AddInternalNote,
+        HelpdeskOperation::ChangeTicketType,
+        HelpdeskOperation::ListTicketTypes,
+        HelpdeskOperation::CreateTicket,
+        HelpdeskOperation::ReopenTicket,
+        HelpdeskOperation::SetTicketStatus,
+        HelpdeskOperation::AssignAgent,
+        HelpdeskOperation::AddTag,
+        HelpdeskOperation::PublicReply,
+        HelpdeskOperation::FetchTicket,
+        HelpdeskOperation::UpsertAccountBlock,
+        HelpdeskOperation::RemoveAccountBlock,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelpdeskOperation::AddInternalNote => "add_internal_note",
+            HelpdeskOperation::ChangeTicketType => "change_ticket_type",
+            HelpdeskOperation::ListTicketTypes => "list_ticket_types",
+            HelpdeskOperation::CreateTicket => "create_ticket",
+            HelpdeskOperation::ReopenTicket => "reopen_ticket",
+            HelpdeskOperation::SetTicketStatus => "set_ticket_status",
+            HelpdeskOperation::AssignAgent => "assign_agent",
+            HelpdeskOperation::AddTag => "add_tag",
+            HelpdeskOperation::PublicReply => "public_reply",
+            HelpdeskOperation::FetchTicket => "fetch_ticket",
+            HelpdeskOperation::UpsertAccountBlock => "upsert_account_block",
+            HelpdeskOperation::RemoveAccountBlock => "remove_account_block",
+        }
+    }
+}
+
+impl std::fmt::Display for HelpdeskOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a helpdesk (or webhook) call failed. Transient ones are worth retrying.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectorError {
+    /// 429: wait at least `retry_after` (when the vendor said) before the next call.
+    #[error("the helpdesk is rate limiting us{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs_f64())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    /// A timeout, a refused connection, a 5xx.
+    #[error("the helpdesk is unavailable: {0}")]
+    Transient(String),
+    /// A 4xx other than 401/403/429: the vendor refused this request; its message says why.
+    #[error("the helpdesk refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// 401/403: the stored credentials are wrong or lack the permission.
+    #[error("the helpdesk refused our credentials: {0}")]
+    Unauthorized(String),
+    /// The vendor has no such operation.
+    #[error("{vendor} cannot {operation}")]
+    Unsupported {
+        vendor: String,
+        operation: HelpdeskOperation,
+    },
+    /// The request could not even be built (a bad URL in the configuration).
+    #[error("the connector is misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+impl ConnectorError {
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::RateLimited { .. } | ConnectorError::Transient(_)
+        )
+    }
+    /// How long the vendor asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectorError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A ticket closedloop asks the helpdesk to create (a follow-up to the cause's ticket).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTicket {
+    pub subject: String,
+    pub body: String,
+    /// Whom the ticket is for: the cause's customer, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<Requester>,
+    /// The ticket that led to this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub related_ticket_id: Option<TicketId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requester {
+    pub name: String,
+    pub email: Email,
+}
+
+/// closedloop's block on a customer account's record in the helpdesk (the detractor flag).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountBlock {
+    /// Whether the account's latest NPS answer is a detractor.
+    pub detractor: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_score: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<DateTime<Utc>>,
+    /// A line for people reading the record.
+    pub text: String,
+}
+
+/// What the helpdesk connector does for the `actions` function and the sweeps. Every call that
+/// changes something carries an idempotency key: the same key is sent again when a call is
+/// retried, so a vendor (or the generic webhook's receiver) can apply it once.
+#[async_trait]
+pub trait HelpdeskConnector: Send + Sync {
+    /// The vendor's name, as errors name it (`generic_webhook`, `zendesk`, ...).
+    fn vendor(&self) -> &str;
+    async fn add_internal_note(
+        &self,
+        key: &str,
+        ticket: &TicketId,
+        body: &str,
+    ) -> Result<(), ConnectorError>;
+    async fn change_ticket_type(
+        &self,
+        key: &str,
+        ticket: &TicketId,
+        ticket_type: &str,
+    ) -> Result<(), ConnectorError>;
+    async fn list_ticket_types(&self) -> Result<Vec<String>, ConnectorError>;
+    /// Returns the new ticket's id.
+    async fn create_ticket(
+        &self,
+        key: &str,
+        ticket: &NewTicket,
+    ) -> Result<TicketId, ConnectorError>;
+    async fn reopen_ticket(&self, key: &str, ticket: &TicketId) -> Result<(), ConnectorError>;
+    async fn set_ticket_status(
+        &self,
+        key: &str,
+        ticket: &TicketId,
+        status: &str,
+    ) -> Result<(), ConnectorError>;
+    async fn assign_agent(
+        &self,
+        key: &str,
+        ticket: &TicketId,
+        agent: &AgentId,
+    ) -> Result<(), ConnectorError>;
+    async fn add_tag(&self, key: &str, ticket: &TicketId, tag: &str) -> Result<(), ConnectorError>;
+    /// A reply the customer sees.
+    async fn public_reply(
+        &self,
+        key: &str,
+        ticket: &TicketId,
+        body: &str,
+    ) -> Result<(), ConnectorError>;
+    async fn fetch_ticket(&self, ticket: &TicketId) -> Result<TicketSnapshot, ConnectorError>;
+    async fn upsert_account_block(
+        &self,
+        key: &str,
+        account: &AccountId,
+        block: &AccountBlock,
+    ) -> Result<(), ConnectorError>;
+    async fn remove_account_block(
+        &self,
+        key: &str,
+        account: &AccountId,
+    ) -> Result<(), ConnectorError>;
+}
+
+/// Which connector a tenant has (`None`: no helpdesk connected).
+#[async_trait]
+pub trait ConnectorDirectory: Send + Sync {
+    async fn connector(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<Arc<dyn HelpdeskConnector>>, StoreError>;
+}
+
+/// A signed JSON POST to a URL a rule names.
+#[derive(Clone, PartialEq)]
+pub struct OutgoingWebhook {
+    pub url: String,
+    pub secret: String,
+    /// Sent as `Idempotency-Key`, the same on every retry.
+    pub idempotency_key: String,
+    pub body: serde_json::Value,
+}
+
+impl std::fmt::Debug for OutgoingWebhook {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingWebhook")
+            .field("url", &without_userinfo(&self.url))
+            .field("secret", &"<redacted>")
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
+}
+
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    /// Returns the receiver's HTTP status (2xx; anything else is an error).
+    async fn post_webhook(&self, webhook: &OutgoingWebhook) -> Result<u16, ConnectorError>;
+}
+
+// ── The tenant's connector configuration ─────────────────────────────────────────────────────
+
+/// The kinds of connector closedloop has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectorKind {
+    /// Signed JSON POSTs to one URL (`docs/webhooks.md`, "Outgoing: the generic connector").
+    GenericWebhook,
+}
+
+impl ConnectorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorKind::GenericWebhook => "generic_webhook",
+        }
+    }
+}
+
+/// A tenant's connector, as stored.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectorConfig {
+    pub kind: ConnectorKind,
+    pub url: String,
+    /// Signs every call. Stored, never shown after it is set.
+    pub secret: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ConnectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorConfig")
+            .field("kind", &self.kind)
+            .field("url", &without_userinfo(&self.url))
+            .field("secret", &"<redacted>")
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// The configuration as the admin API shows it: never the secret.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectorView {
+    pub kind: ConnectorKind,
+    pub url: String,
+    pub secret_set: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ConnectorConfig {
+    pub fn view(&self) -> ConnectorView {
+        ConnectorView {
+            kind: self.kind,
+            url: without_userinfo(&self.url),
+            secret_set: !self.secret.is_empty(),
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// The URL with any `user:password@` replaced: credentials put in a URL are not shown either.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorConfigError {
+    #[error("{field} {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, reason: &str) -> ConnectorConfigError {
+    ConnectorConfigError::Invalid {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// An http(s) URL with a host, no spaces, at most 2,000 characters. Link-local addresses
+/// (cloud metadata services) are refused: a tenant must not make us call our own host's.
+pub fn validate_url(url: &str) -> Result<(), ConnectorConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| invalid("url", "must start with https:// or http://"))?;
+    if url.len() > 2000 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            "url",
+            "must be at most 2000 characters, without spaces",
+        ));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || host.starts_with(':') {
+        return Err(invalid("url", "must name a host"));
+    }
+    let bare = host.trim_start_matches('[').to_ascii_lowercase();
+    if bare.starts_with("169.254.") || bare.starts_with("fe80:") || bare.starts_with("fd00:ec2") {
+        return Err(invalid("url", "must not be a link-local address"));
+    }
+    Ok(())
+}
+
+/// 16 to 512 printable characters without spaces (the same rule as webhook secrets).
+pub fn validate_secret(secret: &str) -> Result<(), ConnectorConfigError> {
+    if secret.len() < 16
+        || secret.len() > 512
+        || secret.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            "secret",
+            "must be 16 to 512 printable characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The tenant's connector configuration, if one is set.
+pub async fn get_config(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+) -> Result<Option<ConnectorConfig>, StoreError> {
+    store
+        .get(&keys::connector(tenant))
+        .await?
+        .map(|item| crate::records::read_record(&item))
+        .transpose()
+}
+
+/// What `put_config` did: the secret is returned only when closedloop generated it.
+#[derive(Clone, PartialEq)]
+pub struct ConfigSaved {
+    pub config: ConnectorConfig,
+    pub generated_secret: Option<String>,
+    pub created: bool,
+}
+
+/// Sets the tenant's connector. `secret: None` keeps the current secret, or generates one for
+/// a new configuration (returned this once). Guarded by the stored `updated_at`, so two admins
+/// saving at once cannot mix one's URL with the other's secret.
+pub async fn put_config(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    kind: ConnectorKind,
+    url: &str,
+    secret: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<ConfigSaved, ConnectorConfigError> {
+    validate_url(url)?;
+    if let Some(s) = secret {
+        validate_secret(s)?;
+    }
+    let key = keys::connector(tenant);
+    let current = store.get(&key).await?;
+    let previous: Option<ConnectorConfig> = current
+        .as_ref()
+        .map(crate::records::read_record)
+        .transpose()?;
+    let (secret, generated_secret) = match (secret, &previous) {
+        (Some(s), _) => (s.to_string(), None),
+        (None, Some(p)) => (p.secret.clone(), None),
+        (None, None) => {
+            let s = crate::sources::random_secret();
+            (s.clone(), Some(s))
+        }
+    };
+    let config = ConnectorConfig {
+        kind,
+        url: url.to_string(),
+        secret,
+        updated_at: now,
+    };
+    let mut item = crate::records::record_item(&key, "connector", &config);
+    item.insert("revision".into(), Value::S(ulid::Ulid::new().to_string()));
+    let guard = match current.as_ref().and_then(|c| c.str_attr("revision")) {
+        Some(rev) => Condition::eq("revision", Value::s(rev)),
+        None => Condition::item_absent(),
+    };
+    match store.put(item, Some(guard)).await {
+        Ok(()) => Ok(ConfigSaved {
+            created: previous.is_none(),
+            config,
+            generated_secret,
+        }),
+        Err(StoreError::ConditionFailed { .. }) => Err(StoreError::Transient(
+            "the connector was changed at the same moment; retry".into(),
+        )
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Disconnects the helpdesk. `false` if none was configured.
+pub async fn delete_config(store: &dyn ItemStore, tenant: &TenantId) -> Result<bool, StoreError> {
+    match store
+        .delete(&keys::connector(tenant), Some(Condition::item_present()))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_condition_failure() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_http_with_a_host_and_not_link_local() {
+        for ok in [
+            "https://helpdesk.example.com/closedloop",
+            "http://127.0.0.1:8080/sandbox/helpdesk",
+        ] {
+            assert!(validate_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://x.example",
+            "https://",
+            "https:///path",
+            "https://a b.example",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fe80::1]/",
+        ] {
+            assert!(validate_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_not_shown() {
+        assert_eq!(
+            without_userinfo("https://bot:pa55@helpdesk.example/hook?x=1"),
+            "https://***@helpdesk.example/hook?x=1"
+        );
+        assert_eq!(
+            without_userinfo("https://helpdesk.example/a@b"),
+            "https://helpdesk.example/a@b"
+        );
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let config = ConnectorConfig {
+            kind: ConnectorKind::GenericWebhook,
+            url: "https://x.example".into(),
+            secret: "s3cr3t-value-0123456789".into(),
+            updated_at: Utc::now(),
+        };
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        let hook = OutgoingWebhook {
+            url: "https://x.example".into(),
+            secret: "s3cr3t-value-0123456789".into(),
+            idempotency_key: "k".into(),
+            body: serde_json::json!({}),
+        };
+        assert!(!format!("{hook:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn only_rate_limits_and_outages_are_transient() {
+        assert!(
+            ConnectorError::RateLimited {
+                retry_after: Some(Duration::from_secs(2))
+            }
+            .is_transient()
+        );
+        assert!(ConnectorError::Transient("503".into()).is_transient());
+        assert!(
+            !ConnectorError::Rejected {
+                status: 422,
+                message: "bad".into()
+            }
+            .is_transient()
+        );
+        assert!(!ConnectorError::Unauthorized("no".into()).is_transient());
+    }
+}
