@@ -678,16 +678,29 @@ async fn send_rating_request_asks_the_customer_again_in_the_rules_chain() {
 }
 
 #[tokio::test]
-async fn post_webhook_posts_the_event_signed_with_the_actions_secret() {
+async fn post_webhook_posts_the_event_signed_with_the_rules_secret() {
     let world = world().await;
     let receiver = MockServer::start().await;
     let cause = world.ticket_closed("1001", "a-alice");
-    let event = requested(
-        &cause,
-        RuleId::new(),
-        json!({"type": "post_webhook", "url": format!("{}/in", receiver.uri()),
-            "secret": "rule-webhook-secret-0001"}),
-    );
+    // The secret lives in the stored rule; the request (an event in queues) carries none.
+    let url = format!("{}/in", receiver.uri());
+    let draft = closedloop_core::rules::parse_draft(
+        json!({"name": "CRM", "trigger": "ticket_closed",
+            "actions": [{"type": "post_webhook", "url": url, "secret": "rule-webhook-secret-0001"}]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let rule = closedloop_core::automation::create_rule(
+        world.store.as_ref(),
+        &world.tenant,
+        draft,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let event = requested(&cause, rule.id, json!({"type": "post_webhook", "url": url}));
+    assert!(!event.data.to_string().contains("rule-webhook-secret-0001"));
     Mock::given(method("POST"))
         .and(path("/in"))
         .respond_with(ResponseTemplate::new(202))

@@ -50,6 +50,7 @@ fn automation_error(e: AutomationError) -> ApiError {
         AutomationError::VersionMissing => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()).at("version")
         }
+        AutomationError::InvalidRule(e) => invalid_rule(e),
         AutomationError::Store(s) => store_error(s),
     }
 }

@@ -356,3 +356,53 @@ async fn a_simulation_needs_a_rule_and_a_sane_range() {
         "simulating does not save the rule"
     );
 }
+
+#[tokio::test]
+async fn a_webhook_secret_is_write_only_and_survives_an_edit_that_leaves_it_out() {
+    let api = api().await;
+    let secret = "whsec-0123456789abcdef";
+    let rule = json!({"name": "Tell our CRM", "trigger": "review_received",
+        "actions": [{"type": "post_webhook", "url": "https://crm.acme.example/hooks/closedloop", "secret": secret}]});
+    let (status, created) = api
+        .call(&api.acme, "POST", "/admin/v1/rules", Some(rule))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(!created.to_string().contains(secret), "{created}");
+    assert_eq!(created["actions"][0]["secret_set"], true);
+    let path = format!("/admin/v1/rules/{}", created["id"].as_str().unwrap());
+    let (_, read) = api.call(&api.acme, "GET", &path, None).await;
+    assert!(!read.to_string().contains(secret));
+    // Sending back what was read keeps the secret.
+    let mut edit = read.clone();
+    edit["name"] = json!("Tell our CRM about reviews");
+    let (status, _) = api.call(&api.acme, "PUT", &path, Some(edit)).await;
+    assert_eq!(status, StatusCode::OK);
+    let stored = automation::get_rule(
+        api.store.as_ref(),
+        &TenantId::parse("acme").unwrap(),
+        closedloop_core::ids::RuleId::parse(created["id"].as_str().unwrap()).unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(matches!(&stored.actions[0],
+        closedloop_core::rules::Action::PostWebhook { secret: s, .. } if s == secret));
+    // A new URL needs its own secret; the metadata service is refused outright.
+    let (_, read) = api.call(&api.acme, "GET", &path, None).await;
+    let mut moved = read.clone();
+    moved["actions"][0]["url"] = json!("https://other.example/hook");
+    let (status, body) = api.call(&api.acme, "PUT", &path, Some(moved)).await;
+    assert_eq!(
+        (status, body["error"]["path"].clone()),
+        (StatusCode::BAD_REQUEST, json!("actions[0].secret"))
+    );
+    let bad = json!({"name": "x", "trigger": "review_received",
+        "actions": [{"type": "post_webhook", "url": "http://169.254.169.254/latest", "secret": secret}]});
+    let (status, body) = api
+        .call(&api.acme, "POST", "/admin/v1/rules", Some(bad))
+        .await;
+    assert_eq!(
+        (status, body["error"]["path"].clone()),
+        (StatusCode::BAD_REQUEST, json!("actions[0].url"))
+    );
+}

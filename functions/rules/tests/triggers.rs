@@ -578,3 +578,24 @@ async fn a_simulation_matches_what_the_live_engine_did_on_the_same_events() {
     .unwrap();
     assert_eq!(saved.matched.len(), 2);
 }
+
+#[tokio::test]
+async fn a_webhook_secret_never_travels_in_the_action_request() {
+    let w = world().await;
+    w.rule(json!({"name": "CRM", "trigger": "ticket_created",
+        "actions": [{"type": "post_webhook", "url": "https://crm.acme.example/in", "secret": "do-not-leak-0123456789"}]}))
+        .await;
+    let e = event(
+        &w.tenant,
+        EventType::TicketCreated,
+        json!({"ticket": ticket("1001", "new")}),
+    );
+    assert_eq!(w.deliver(&e).await.requested.len(), 1);
+    let outbox = w
+        .store
+        .query(Query::partition(keys::outbox_partition(&w.tenant)))
+        .await
+        .unwrap();
+    assert_eq!(outbox.items.len(), 1);
+    assert!(!format!("{:?}", outbox.items).contains("do-not-leak"));
+}

@@ -709,9 +709,15 @@ impl Executor<'_> {
                 // metadata service) are refused here too.
                 crate::helpdesk::validate_url(url)
                     .map_err(|e| Failure::Permanent(format!("the webhook's {e}")))?;
+                // Requests carry no secret (they pass through queues); the rule holds it.
+                let secret = if secret.is_empty() {
+                    self.webhook_secret(job, url).await?
+                } else {
+                    secret.clone()
+                };
                 let webhook = OutgoingWebhook {
                     url: url.clone(),
-                    secret: secret.clone(),
+                    secret,
                     idempotency_key: job.key.clone(),
                     body: json!({
                         "delivery_id": job.key,
@@ -724,6 +730,25 @@ impl Executor<'_> {
                 Ok(Effect::done(format!("webhook answered {status}")))
             }
         }
+    }
+
+    /// The signing secret of the rule's webhook action for `url`, from the stored rule.
+    async fn webhook_secret(&self, job: &Job<'_>, url: &str) -> Result<String, Failure> {
+        let rule =
+            crate::automation::get_rule(self.store, job.tenant(), job.request.rule_id).await?;
+        rule.and_then(|r| {
+            r.actions.into_iter().find_map(|a| match a {
+                Action::PostWebhook { url: u, secret } if u == url && !secret.is_empty() => {
+                    Some(secret)
+                }
+                _ => None,
+            })
+        })
+        .ok_or_else(|| {
+            Failure::Permanent(format!(
+                "the rule no longer has a webhook to {url} (it was changed or deleted), so there is no secret to sign with"
+            ))
+        })
     }
 
     async fn helpdesk(

@@ -36,6 +36,8 @@ pub enum AutomationError {
     },
     #[error("an update must say which version it changes (`version`, from the rule as read)")]
     VersionMissing,
+    #[error(transparent)]
+    InvalidRule(crate::rules::RuleError),
 }
 
 impl AutomationError {
@@ -115,6 +117,9 @@ pub async fn create_rule(
     draft: RuleDraft,
     now: DateTime<Utc>,
 ) -> Result<Rule, AutomationError> {
+    if let Some(e) = draft.missing_secret() {
+        return Err(AutomationError::InvalidRule(e));
+    }
     let rule = draft.into_rule(RuleId::new(), now);
     write_rule(store, tenant, &rule, Some(Condition::item_absent())).await?;
     Ok(rule)
@@ -147,13 +152,17 @@ pub async fn update_rule(
     store: &dyn ItemStore,
     tenant: &TenantId,
     id: RuleId,
-    draft: RuleDraft,
+    mut draft: RuleDraft,
     now: DateTime<Utc>,
 ) -> Result<Rule, AutomationError> {
     let given = draft.version.ok_or(AutomationError::VersionMissing)?;
     let current = get_rule(store, tenant, id)
         .await?
         .ok_or(AutomationError::RuleNotFound(id))?;
+    draft.keep_secrets_of(&current);
+    if let Some(e) = draft.missing_secret() {
+        return Err(AutomationError::InvalidRule(e));
+    }
     if current.version != given {
         return Err(AutomationError::VersionConflict {
             id,
@@ -604,7 +613,8 @@ fn action_requests<'a>(
             rule_id: rule.id,
             rule_name: rule.name.clone(),
             action_index: index,
-            action: action.clone(),
+            // Secrets stay in the rule: events travel through queues and dead letters.
+            action: action.without_secrets(),
             cause: event.clone(),
         };
         let requested = event.caused(

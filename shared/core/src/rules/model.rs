@@ -451,9 +451,12 @@ pub enum Action {
     },
     /// Sends (or re-sends) a rating request for the ticket.
     SendRatingRequest {},
-    /// POSTs the event, signed like closedloop's generic webhooks, to a URL.
+    /// POSTs the event, signed like closedloop's generic webhooks, to a URL. The secret is
+    /// write-only: the API shows `secret_set`, events carry none, and an update that leaves it
+    /// out keeps the one stored for the same URL.
     PostWebhook {
         url: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         secret: String,
     },
 }
@@ -463,6 +466,17 @@ fn unassigned() -> CaseAssignee {
 }
 
 impl Action {
+    /// The action without secrets, as events and the admin API carry it.
+    pub fn without_secrets(&self) -> Action {
+        match self {
+            Action::PostWebhook { url, .. } => Action::PostWebhook {
+                url: url.clone(),
+                secret: String::new(),
+            },
+            other => other.clone(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Action::SendEmail { .. } => "send_email",

@@ -398,7 +398,11 @@ pub fn compile_regex(pattern: &str) -> Result<regex_lite::Regex, String> {
 
 fn read_actions(raw: Vec<Json>) -> Result<Vec<Action>, RuleError> {
     let mut actions = Vec::with_capacity(raw.len());
-    for (i, json) in raw.into_iter().enumerate() {
+    for (i, mut json) in raw.into_iter().enumerate() {
+        // What the API shows in place of a webhook's secret; sent back, it means "keep it".
+        if let Some(map) = json.as_object_mut() {
+            map.remove("secret_set");
+        }
         // Addresses first, so a bad one is named by its position.
         if let Some(to) = json.get("to").and_then(Json::as_array) {
             for (j, address) in to.iter().enumerate() {
@@ -520,7 +524,11 @@ fn validate_actions(actions: &[Action]) -> Result<(), RuleError> {
                         "must be an http:// or https:// URL",
                     ));
                 }
-                if secret.len() < 16 || secret.len() > 256 {
+                if let Err(e) = crate::helpdesk::validate_url(url) {
+                    return Err(RuleError::at(at("url"), e.to_string()));
+                }
+                // Empty: keep the stored one (checked when the rule is written).
+                if !secret.is_empty() && (secret.len() < 16 || secret.len() > 256) {
                     return Err(RuleError::at(
                         at("secret"),
                         "must be 16 to 256 characters (it signs the request)",
@@ -533,6 +541,32 @@ fn validate_actions(actions: &[Action]) -> Result<(), RuleError> {
 }
 
 impl RuleDraft {
+    /// Webhook actions that give no secret take the one `stored` holds for the same URL.
+    pub fn keep_secrets_of(&mut self, stored: &Rule) {
+        for action in &mut self.actions {
+            if let Action::PostWebhook { url, secret } = action
+                && secret.is_empty()
+                && let Some(old) = stored.actions.iter().find_map(|a| match a {
+                    Action::PostWebhook { url: u, secret: s } if u == url => Some(s.clone()),
+                    _ => None,
+                })
+            {
+                *secret = old;
+            }
+        }
+    }
+
+    /// A webhook action still without a secret, as a refusal naming it.
+    pub fn missing_secret(&self) -> Option<RuleError> {
+        self.actions.iter().enumerate().find_map(|(i, a)| match a {
+            Action::PostWebhook { secret, .. } if secret.is_empty() => Some(RuleError::at(
+                format!("actions[{i}].secret"),
+                "a webhook needs a secret of 16 to 256 characters (it signs the request)",
+            )),
+            _ => None,
+        })
+    }
+
     /// A new rule from this draft.
     pub fn into_rule(self, id: RuleId, now: DateTime<Utc>) -> Rule {
         Rule {
@@ -550,8 +584,24 @@ impl RuleDraft {
     }
 }
 
-/// The rule as JSON, in the shape `parse_draft` reads.
+/// The rule as the admin API shows it: `parse_draft`'s shape, webhook secrets replaced by
+/// `"secret_set": true`.
 pub fn rule_json(rule: &Rule) -> Json {
+    let mut j = rule_record_json(rule);
+    for (i, action) in rule.actions.iter().enumerate() {
+        if matches!(action, Action::PostWebhook { .. }) {
+            j["actions"][i]
+                .as_object_mut()
+                .expect("actions are objects")
+                .remove("secret");
+            j["actions"][i]["secret_set"] = json!(true);
+        }
+    }
+    j
+}
+
+/// The rule as stored, secrets included.
+fn rule_record_json(rule: &Rule) -> Json {
     json!({
         "id": rule.id,
         "name": rule.name,
@@ -612,7 +662,7 @@ fn number_json(n: f64) -> Json {
 
 impl Serialize for Rule {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        rule_json(self).serialize(s)
+        rule_record_json(self).serialize(s)
     }
 }
 
