@@ -153,7 +153,7 @@ impl CsatValue {
             _ => Err(DomainError::InvalidCsat(s.chars().take(20).collect())),
         }
     }
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             CsatValue::Positive => "positive",
             CsatValue::Neutral => "neutral",
