@@ -12,9 +12,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use closedloop_core::domain::{CsatValue, Rating, SurveyKind, TenantSettings};
 use closedloop_core::ports::Clock;
-use closedloop_core::ratings::{self, Outcome, RatingError, Recorded, Via};
+use closedloop_core::ratings::{self, Links, Outcome, RatingError, Recorded, Via};
 use closedloop_core::scanners;
 use closedloop_core::store::ItemStore;
+use closedloop_core::tenancy::SettingsCache;
 use closedloop_core::tokens::{TokenError, TokenKeyring};
 use closedloop_core::unsubscribe::{self, Unsubscribing};
 use serde::Deserialize;
@@ -24,6 +25,18 @@ pub struct RatingLinkState {
     pub store: Arc<dyn ItemStore>,
     pub clock: Arc<dyn Clock>,
     pub keyring: Arc<TokenKeyring>,
+    /// Tenants' settings, read on every click; share it with whatever saves them (the admin
+    /// API) so that an edit is seen at once, else it is seen within `SETTINGS_TTL`.
+    pub settings: Arc<SettingsCache>,
+}
+
+impl RatingLinkState {
+    fn links(&self) -> Links<'_> {
+        Links {
+            keyring: &self.keyring,
+            settings: &self.settings,
+        }
+    }
 }
 
 pub fn router(state: RatingLinkState) -> Router {
@@ -55,9 +68,9 @@ async fn click(
     let result = match scanners::machine_user_agent(user_agent) {
         Some(reason) => {
             tracing::info!(reason, "link opened by a machine; asking for confirmation");
-            ratings::preview(store, &state.keyring, now, &token).await
+            ratings::preview(store, state.links(), now, &token).await
         }
-        None => ratings::record_click(store, &state.keyring, now, &token).await,
+        None => ratings::record_click(store, state.links(), now, &token).await,
     };
     match result {
         Ok(recorded) => comment_page(&token, &recorded, None),
@@ -80,7 +93,7 @@ async fn submit(
     let now = state.clock.now();
     match ratings::submit(
         state.store.as_ref(),
-        &state.keyring,
+        state.links(),
         now,
         &token,
         Via::Form,

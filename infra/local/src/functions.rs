@@ -7,6 +7,7 @@ use axum::Router;
 use closedloop_core::ports::{Clock, EventPublisher, Mailer};
 use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::LinkSigner;
+use closedloop_core::tenancy::SettingsCache;
 use closedloop_core::tokens::TokenKeyring;
 
 pub const RATING_LINK: &str = "RatingLinkFunction";
@@ -26,6 +27,9 @@ pub struct Functions {
     pub keyring: Arc<TokenKeyring>,
     pub public_base_url: String,
     pub rule_cache: rules::RuleCache,
+    /// Shared by the rating links (which read settings on every click) and the admin API
+    /// (which forgets a tenant's entry when it saves them).
+    pub settings_cache: Arc<SettingsCache>,
 }
 
 impl Functions {
@@ -36,6 +40,7 @@ impl Functions {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 keyring: self.keyring.clone(),
+                settings: self.settings_cache.clone(),
             }),
             WEBHOOKS => webhooks::router(webhooks::WebhooksState {
                 store: self.store.clone(),
@@ -44,6 +49,7 @@ impl Functions {
             ADMIN_API => admin_api::router(admin_api::AdminState {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
+                settings: self.settings_cache.clone(),
             }),
             _ => return None,
         })

@@ -139,6 +139,7 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         keyring: Arc::new(keyring),
         public_base_url: base_url.clone(),
         rule_cache: rules::RuleCache::default(),
+        settings_cache: Default::default(),
     });
     let tenant = setup::first_tenant(
         &config.data_dir,

@@ -1,5 +1,7 @@
 //! One-click ratings from signed links.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
@@ -13,7 +15,7 @@ use crate::records::{read_record, record_item};
 use crate::scanners::BURST_SECONDS;
 use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
 use crate::surveys;
-use crate::tenancy::{self, TenancyError};
+use crate::tenancy::{self, SettingsCache, TenancyError};
 use crate::tokens::{TokenError, TokenKeyring};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     pub request: SurveyRequest,
-    pub settings: TenantSettings,
+    pub settings: Arc<TenantSettings>,
     /// The answer as stored, or as proposed when the outcome is not `Saved`.
     pub review: Review,
     pub outcome: Outcome,
@@ -81,15 +83,24 @@ const WRITE_ATTEMPTS: usize = 3;
 struct Answering {
     claims: crate::tokens::RatingClaims,
     request: SurveyRequest,
-    settings: TenantSettings,
+    settings: Arc<TenantSettings>,
+}
+
+/// What answering a link needs besides the store: the keys that verify its token and the
+/// tenants' settings (cached: a click reads them every time).
+#[derive(Clone, Copy)]
+pub struct Links<'a> {
+    pub keyring: &'a TokenKeyring,
+    pub settings: &'a SettingsCache,
 }
 
 async fn answering(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Answering, RatingError> {
+    let keyring = links.keyring;
     let claims = keyring.verify(token, now)?;
     let request = surveys::get_request(store, &claims.tenant, claims.survey_request)
         .await?
@@ -97,7 +108,7 @@ async fn answering(
     if request.status == SurveyStatus::Cancelled {
         return Err(RatingError::Withdrawn);
     }
-    let settings = tenancy::get_settings(store, &claims.tenant).await?;
+    let settings = links.settings.get(store, &claims.tenant).await?;
     Ok(Answering {
         claims,
         request,
@@ -132,7 +143,7 @@ fn new_review(request: &SurveyRequest, rating: Rating, now: DateTime<Utc>) -> Re
 /// offered for confirmation.
 pub async fn preview(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Recorded, RatingError> {
@@ -140,7 +151,7 @@ pub async fn preview(
         claims,
         request,
         settings,
-    } = answering(store, keyring, now, token).await?;
+    } = answering(store, links, now, token).await?;
     let rating = parse_rating(&request, &claims.value)?;
     let stored = store.get(&keys::review(&claims.tenant, request.id)).await?;
     let counted = stored
@@ -162,11 +173,11 @@ pub async fn preview(
 /// Verifies the token and records the rating it names (a link click).
 pub async fn record_click(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Recorded, RatingError> {
-    submit(store, keyring, now, token, Via::Link, None, None).await
+    submit(store, links, now, token, Via::Link, None, None).await
 }
 
 /// Verifies the token, then records the rating (the form's choice, else the token's) and the
@@ -178,7 +189,7 @@ pub async fn record_click(
 /// settled answer changes only through the form.
 pub async fn submit(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
     via: Via,
@@ -189,7 +200,7 @@ pub async fn submit(
         claims,
         request,
         settings,
-    } = answering(store, keyring, now, token).await?;
+    } = answering(store, links, now, token).await?;
     let rating = parse_rating(&request, value.unwrap_or(&claims.value))?;
     let comment = comment
         .map(Comment::parse)
