@@ -10,9 +10,9 @@ use axum::Router;
 use axum::routing::any_service;
 use closedloop_core::outbox::{StreamEvent, StreamPayload};
 use closedloop_core::ports::{Clock, SystemClock};
-use closedloop_core::store::{Item, ItemStore};
+use closedloop_core::store::{Item, ItemStore, Value};
 use closedloop_embedded::outbox_mailer::OutboxMailer;
-use closedloop_embedded::{JournalStore, OpenError};
+use closedloop_embedded::{JournalStore, OpenError, StreamRecord};
 use closedloop_eventpattern::pattern::EventPattern;
 use closedloop_eventpattern::template::{Routes, TemplateError};
 use tokio::sync::watch;
@@ -319,6 +319,41 @@ impl StreamFeed {
         }
     }
 
+    /// [`Self::passes`] for a batch, in order. With the filters' attributes known, the decision
+    /// depends only on those attributes' values, so it is worked out once per run of records
+    /// that agree on them (a stream of outbox items all say `entity: outbox`).
+    fn keep_passing(&self, records: Vec<StreamRecord>) -> Vec<StreamRecord> {
+        let Some(names) = self
+            .filtered_attributes
+            .as_ref()
+            .filter(|_| !self.filters.is_empty())
+        else {
+            return records
+                .into_iter()
+                .filter(|r| self.passes(r.seq, &r.new_image))
+                .collect();
+        };
+        let mut last: Option<(Vec<Option<&Value>>, bool)> = None;
+        let mut kept = Vec::with_capacity(records.len());
+        for record in &records {
+            let seen: Vec<Option<&Value>> = names.iter().map(|n| record.new_image.get(n)).collect();
+            let pass = match &last {
+                Some((values, pass)) if *values == seen => *pass,
+                _ => {
+                    let pass = self.passes(record.seq, &record.new_image);
+                    last = Some((seen, pass));
+                    pass
+                }
+            };
+            kept.push(pass);
+        }
+        records
+            .into_iter()
+            .zip(kept)
+            .filter_map(|(record, pass)| pass.then_some(record))
+            .collect()
+    }
+
     /// Whether a new image passes the FilterCriteria, as Lambda decides it. The record is
     /// built as JSON with only the attributes the filters look at: the result is the same,
     /// and the relay does not copy every event payload once more.
@@ -345,7 +380,7 @@ impl StreamFeed {
 }
 
 /// The `dynamodb.NewImage` attributes that `filters` test, when that is all they test
-/// (besides `eventName` and `dynamodb.SequenceNumber`, which every record carries whole).
+/// (besides `eventName`, which is `INSERT` for every record the relay reads).
 fn image_attributes_matched(filters: &[EventPattern]) -> Option<Vec<String>> {
     fn walk(pattern: &serde_json::Value, names: &mut Vec<String>) -> Option<()> {
         for (key, value) in pattern.as_object()? {
@@ -359,7 +394,6 @@ fn image_attributes_matched(filters: &[EventPattern]) -> Option<Vec<String>> {
                 "dynamodb" => {
                     for (field, inner) in value.as_object()? {
                         match field.as_str() {
-                            "SequenceNumber" => {}
                             "NewImage" => {
                                 for (name, _) in inner.as_object()? {
                                     if name == "$or" {
@@ -401,9 +435,9 @@ pub(crate) async fn relay_once(
     };
     // What Lambda gets from a DynamoDB stream, filtered by the template's FilterCriteria.
     let event = StreamEvent {
-        records: records
+        records: stream
+            .keep_passing(records)
             .into_iter()
-            .filter(|r| stream.passes(r.seq, &r.new_image))
             .map(|r| closedloop_core::outbox::StreamRecord {
                 event_name: "INSERT".into(),
                 dynamodb: StreamPayload {
@@ -527,7 +561,6 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use closedloop_core::store::Value;
 
     fn image(entity: &str) -> Item {
         let mut item = closedloop_core::store::Key::new("T#acme#OUTBOX", "E1").to_item();
@@ -559,6 +592,36 @@ mod tests {
         assert!(!feed.passes(2, &image("review")));
     }
 
+    /// A batch is filtered as record-by-record matching would, deciding once per run of
+    /// records that agree on the filtered attributes.
+    #[test]
+    fn a_batch_keeps_what_each_record_would_pass() {
+        let feed = StreamFeed::new(vec![
+            r#"{"dynamodb": {"NewImage": {"entity": {"S": ["outbox"]}}}}"#
+                .parse()
+                .expect("pattern"),
+        ]);
+        let entities = [
+            "outbox", "outbox", "review", "review", "outbox", "ticket", "outbox",
+        ];
+        let records: Vec<StreamRecord> = entities
+            .iter()
+            .enumerate()
+            .map(|(i, entity)| StreamRecord {
+                seq: i as u64 + 1,
+                new_image: image(entity),
+            })
+            .collect();
+        let one_by_one: Vec<u64> = records
+            .iter()
+            .filter(|r| feed.passes(r.seq, &r.new_image))
+            .map(|r| r.seq)
+            .collect();
+        let kept: Vec<u64> = feed.keep_passing(records).iter().map(|r| r.seq).collect();
+        assert_eq!(kept, one_by_one);
+        assert_eq!(kept, [1, 2, 5, 7]);
+    }
+
     /// A filter on anything besides the new image's attributes is matched on the whole record.
     #[test]
     fn other_filters_see_the_whole_record() {
@@ -567,6 +630,10 @@ mod tests {
                 .parse()
                 .expect("pattern");
         assert_eq!(image_attributes_matched(&[on_keys]), None);
+        let on_sequence: EventPattern = r#"{"dynamodb": {"SequenceNumber": [{"prefix": "1"}]}}"#
+            .parse()
+            .expect("pattern");
+        assert_eq!(image_attributes_matched(&[on_sequence]), None);
         let on_event: EventPattern =
             r#"{"dynamodb": {"NewImage": {"event": {"S": [{"prefix": "{\"big"}]}}}}"#
                 .parse()
