@@ -543,3 +543,38 @@ async fn a_settings_change_shows_at_once_when_the_cache_is_told_and_after_its_tt
     assert!(open(uncached).await.contains("Expired"));
     assert!(open(cached).await.contains("Renamed"), "until its TTL");
 }
+
+/// Each answer publishes review.recorded with the review as stored and the rating it replaced.
+#[tokio::test]
+async fn review_recorded_carries_the_review_and_the_rating_it_replaced() {
+    let f = fixture(TenantSettings::default()).await;
+    let tenant = TenantId::parse("acme").unwrap();
+    f.get(&f.link("negative")).await;
+    let first = f.review().await.unwrap();
+    f.wait(60);
+    f.post(&f.link("negative"), "rating=positive&comment=Fixed")
+        .await;
+    let last = f.review().await.unwrap();
+    let outbox = f
+        .store
+        .query(closedloop_core::store::Query::partition(
+            keys::outbox_partition(&tenant),
+        ))
+        .await
+        .unwrap();
+    let mut recorded: Vec<EventEnvelope> = outbox
+        .items
+        .iter()
+        .filter_map(|item| closedloop_core::outbox::envelope_from_image(item).ok())
+        .filter(|event| event.event_type == EventType::ReviewRecorded)
+        .collect();
+    recorded.sort_by_key(|event| event.occurred_at);
+    let data: Vec<serde_json::Value> = recorded.into_iter().map(|e| e.data).collect();
+    assert_eq!(
+        data,
+        [
+            serde_json::json!({ "review": first, "previous_rating": null }),
+            serde_json::json!({ "review": last, "previous_rating": { "kind": "csat", "value": "negative" } }),
+        ]
+    );
+}

@@ -3,7 +3,7 @@
 //! (or, locally, from the embedded store's stream). Consumers are idempotent on the event id.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::EventEnvelope;
 use crate::keys;
@@ -16,6 +16,21 @@ pub const OUTBOX_RETENTION_DAYS: i64 = 7;
 
 /// The put that records `event` in the outbox (guarded so an event id is written once).
 pub fn outbox_put(event: &EventEnvelope, now: DateTime<Utc>) -> WriteOp {
+    let json = serde_json::to_string(event).expect("envelopes serialise");
+    outbox_item(event, json, now)
+}
+
+/// [`outbox_put`] for `event` carrying `data` (in place of `event.data`), written straight
+/// from its type: for payloads built on every request, such as a click's review.
+pub fn outbox_put_with<T: Serialize + ?Sized>(
+    event: &EventEnvelope,
+    data: &T,
+    now: DateTime<Utc>,
+) -> WriteOp {
+    outbox_item(event, event.to_json_with_data(data), now)
+}
+
+fn outbox_item(event: &EventEnvelope, json: String, now: DateTime<Utc>) -> WriteOp {
     let key = Key::new(
         keys::outbox_partition(&event.tenant_id),
         event.event_id.to_string(),
@@ -23,10 +38,7 @@ pub fn outbox_put(event: &EventEnvelope, now: DateTime<Utc>) -> WriteOp {
     let mut item = key.to_item();
     item.insert("entity".into(), Value::s(OUTBOX_ENTITY));
     item.insert("event_type".into(), Value::s(event.event_type.as_str()));
-    item.insert(
-        "event".into(),
-        Value::S(serde_json::to_string(event).expect("envelopes serialise")),
-    );
+    item.insert("event".into(), Value::S(json));
     item.insert(
         TTL_ATTRIBUTE.into(),
         Value::n((now + Duration::days(OUTBOX_RETENTION_DAYS)).timestamp()),

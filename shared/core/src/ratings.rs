@@ -10,7 +10,7 @@ use crate::domain::{
 use crate::due::DueItems;
 use crate::event::{EventEnvelope, EventType};
 use crate::keys;
-use crate::outbox::outbox_put;
+use crate::outbox::{outbox_put, outbox_put_with};
 use crate::records::{read_record, record_item};
 use crate::scanners::BURST_SECONDS;
 use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
@@ -309,22 +309,31 @@ pub async fn submit(
         if burst {
             // Held answers leave the settling index and publish nothing until confirmed.
         } else {
+            // The payloads are written straight from the review (no `Value` for them): this
+            // runs on every click.
             let event = EventEnvelope::new_root(
                 claims.tenant.clone(),
                 EventType::ReviewRecorded,
                 now,
-                serde_json::json!({ "review": review, "previous_rating": previous.as_ref().filter(|_| !was_held).map(|p| p.rating) }),
+                serde_json::Value::Null,
             );
-            writes.push(outbox_put(&event, now));
+            let previous_rating = previous.as_ref().filter(|_| !was_held).map(|p| p.rating);
+            writes.push(outbox_put_with(
+                &event,
+                &ReviewPayload {
+                    previous_rating: Some(previous_rating),
+                    review: &review,
+                },
+                now,
+            ));
             // review.received or review.comment_added, caused by this review.recorded.
             let follow_up = |event_type| {
-                let follow = event.caused(
-                    event_type,
-                    now,
-                    None,
-                    serde_json::json!({ "review": review }),
-                );
-                outbox_put(&follow, now)
+                let follow = event.caused(event_type, now, None, serde_json::Value::Null);
+                let data = ReviewPayload {
+                    previous_rating: None,
+                    review: &review,
+                };
+                outbox_put_with(&follow, &data, now)
             };
             match received_at {
                 Some(at) => {
@@ -386,6 +395,14 @@ pub async fn submit(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `{"review": ...}`, plus `previous_rating` (null if none) for review.recorded.
+#[derive(serde::Serialize)]
+struct ReviewPayload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_rating: Option<Option<Rating>>,
+    review: &'a Review,
 }
 
 /// Emits `review.received` for every review whose change window has ended, once each: the
