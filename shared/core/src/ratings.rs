@@ -210,13 +210,12 @@ pub async fn submit(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let previous_item = store.get(&key).await?;
-        let previous: Option<Review> = previous_item.as_ref().map(read_record).transpose()?;
-        let attr = |name: &str| previous_item.as_ref().and_then(|i| i.str_attr(name));
+        let shared = store.get_shared(&key).await?;
+        let previous_item = shared.as_deref();
+        let previous: Option<Review> = previous_item.map(read_record).transpose()?;
+        let attr = |name: &str| previous_item.and_then(|i| i.str_attr(name));
         // Set once review.received went out; from then on the review has settled.
-        let received_at = previous_item
-            .as_ref()
-            .and_then(|i| i.get(RECEIVED_AT).cloned());
+        let received_at = previous_item.and_then(|i| i.get(RECEIVED_AT).cloned());
         let was_held = attr(CONFIRMATION) == Some("held");
         let differs = previous.as_ref().is_some_and(|p| p.rating != rating);
         let last_link_click = attr(LINK_CLICKED_AT).and_then(keys::parse_sortable_time);

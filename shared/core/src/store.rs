@@ -18,6 +18,7 @@
 //!   (`validate_*` below), so the embedded store cannot accept what production rejects.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -402,6 +403,11 @@ impl StoreError {
 #[async_trait]
 pub trait ItemStore: Send + Sync {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+    /// [`ItemStore::get`] for a caller that only reads the item: an adapter that keeps items
+    /// shared (the embedded store) hands out its own copy instead of cloning every attribute.
+    async fn get_shared(&self, key: &Key) -> Result<Option<Arc<Item>>, StoreError> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
     /// Writes the whole item (it must hold `PK` and `SK`), replacing any previous one.
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Applies the update and returns the item as it is afterwards (ALL_NEW).

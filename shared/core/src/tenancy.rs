@@ -179,7 +179,7 @@ pub async fn get_settings(
     tenant: &TenantId,
 ) -> Result<TenantSettings, TenancyError> {
     let item = store
-        .get(&keys::settings(tenant))
+        .get_shared(&keys::settings(tenant))
         .await?
         .ok_or_else(|| TenancyError::NotFound(tenant.clone()))?;
     let json = item.str_attr("settings").unwrap_or("{}");

@@ -59,7 +59,11 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn get(&self, key: &Key) -> Option<&Item> {
-        self.partitions.get(&key.pk)?.get(&key.sk).map(Arc::as_ref)
+        self.get_shared(key).map(Arc::as_ref)
+    }
+
+    pub(crate) fn get_shared(&self, key: &Key) -> Option<&Arc<Item>> {
+        self.partitions.get(&key.pk)?.get(&key.sk)
     }
 
     pub(crate) fn item_count(&self) -> usize {

@@ -593,6 +593,11 @@ impl ItemStore for JournalStore {
         Ok(self.state().get(key).cloned())
     }
 
+    async fn get_shared(&self, key: &Key) -> Result<Option<Arc<Item>>, StoreError> {
+        validate_key(key)?;
+        Ok(self.state().get_shared(key).cloned())
+    }
+
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         let key = validate_item(&item)?;
         if let Some(condition) = &condition {
