@@ -454,7 +454,10 @@ pub struct Review {
     pub contact_id: Option<ContactId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<AccountId>,
+    // Written on every click, twice: the same text as chrono's, without `fmt`.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub recorded_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     /// Set when the review came from a survey provider's webhook rather than a rating link.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -126,6 +126,7 @@ pub struct EventEnvelope {
     pub event_id: Ulid,
     #[serde(rename = "type")]
     pub event_type: EventType,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub occurred_at: DateTime<Utc>,
     /// The first event of the chain this one belongs to.
     pub correlation_id: Ulid,
@@ -173,6 +174,7 @@ impl EventEnvelope {
             event_id: Ulid,
             #[serde(rename = "type")]
             event_type: EventType,
+            #[serde(serialize_with = "crate::rfc3339::serialize")]
             occurred_at: &'a DateTime<Utc>,
             correlation_id: Ulid,
             causation_id: Ulid,

@@ -8,7 +8,7 @@ use crate::store::Key;
 
 /// Fixed-width UTC timestamps, so sort-key order is time order.
 pub fn sortable_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::rfc3339::format(&t, SecondsFormat::Millis)
 }
 
 /// Reads back a [`sortable_time`].

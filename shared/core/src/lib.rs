@@ -18,6 +18,7 @@ pub mod ports;
 pub mod ratings;
 pub mod records;
 pub mod relay;
+pub mod rfc3339;
 pub mod scanners;
 pub mod signature;
 pub mod sources;
