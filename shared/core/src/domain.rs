@@ -31,6 +31,11 @@ pub struct Email(String);
 impl Email {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let s = s.trim();
+        Self::check(s)?;
+        Ok(Email(s.to_string()))
+    }
+    /// Whether a trimmed address is valid.
+    fn check(s: &str) -> Result<(), DomainError> {
         let bad = || DomainError::InvalidEmail(s.chars().take(80).collect());
         if s.len() > 254
             || s.chars()
@@ -49,7 +54,7 @@ impl Email {
         {
             return Err(bad());
         }
-        Ok(Email(s.to_string()))
+        Ok(())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -58,8 +63,13 @@ impl Email {
 
 impl TryFrom<String> for Email {
     type Error = DomainError;
+    /// Keeps the string it checked when there is nothing to trim (as when reading a record).
     fn try_from(s: String) -> Result<Self, DomainError> {
-        Email::parse(&s)
+        if s.trim().len() != s.len() {
+            return Email::parse(&s);
+        }
+        Email::check(&s)?;
+        Ok(Email(s))
     }
 }
 impl From<Email> for String {
