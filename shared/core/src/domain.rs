@@ -400,6 +400,7 @@ pub struct TicketSnapshot {
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    #[serde(with = "crate::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -439,8 +440,11 @@ pub struct SurveyRequest {
     pub tenant_id: TenantId,
     pub kind: SurveyKind,
     pub ticket: TicketSnapshot,
+    // Read on every click (chrono's times, without chrono's parser).
+    #[serde(with = "crate::rfc3339")]
     pub due_at: DateTime<Utc>,
     pub status: SurveyStatus,
+    #[serde(with = "crate::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -464,10 +468,10 @@ pub struct Review {
     pub contact_id: Option<ContactId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<AccountId>,
-    // Written on every click, twice: the same text as chrono's, without `fmt`.
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    // Written twice and read on every click: chrono's text, without chrono's formatter.
+    #[serde(with = "crate::rfc3339")]
     pub recorded_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    #[serde(with = "crate::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Set when the review came from a survey provider's webhook rather than a rating link.
     #[serde(default, skip_serializing_if = "Option::is_none")]

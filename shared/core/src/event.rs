@@ -126,7 +126,7 @@ pub struct EventEnvelope {
     pub event_id: Ulid,
     #[serde(rename = "type")]
     pub event_type: EventType,
-    #[serde(serialize_with = "crate::rfc3339::serialize")]
+    #[serde(with = "crate::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     /// The first event of the chain this one belongs to.
     pub correlation_id: Ulid,
