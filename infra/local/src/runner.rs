@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::any_service;
+use axum::response::IntoResponse;
 use closedloop_core::outbox::{StreamEvent, StreamPayload};
 use closedloop_core::ports::{Clock, SystemClock};
 use closedloop_core::store::{Item, ItemStore, Value};
@@ -237,32 +237,47 @@ fn http_app(
     demo: bool,
     tenant: &setup::TenantCredentials,
 ) -> Router {
-    let mut app = Router::new();
+    // The template's paths pick the function; the function's own Router then checks the method
+    // and reads the path parameters. matchit is the matcher axum routes with, so a path picks
+    // the function an axum route of the same path would, without the parameters being decoded
+    // once more out here (a rating token is a few hundred bytes).
+    let mut paths = matchit::Router::new();
+    let mut routers = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for function in &routes.functions {
         let Some(router) = functions.http_router(&function.logical_id) else {
             continue;
         };
         for route in &function.http {
-            // The function's own Router checks the method; here only the path decides.
             let path = route.path.replace("+}", "}").replace("{proxy}", "{*proxy}");
             if seen.insert(path.clone()) {
-                // A fresh request, as Lambda gives each function: the outer route's path
-                // parameters must not leak into the function's own routing.
-                let function = router
-                    .clone()
-                    .map_request(|mut request: axum::extract::Request| {
-                        *request.extensions_mut() = axum::http::Extensions::new();
-                        request
-                    });
-                app = app.route_service(&path, any_service(function));
+                paths
+                    .insert(path.as_str(), routers.len())
+                    .unwrap_or_else(|e| panic!("template path {path}: {e}"));
             }
         }
+        routers.push(router);
     }
-    if demo {
-        app = app.merge(sandbox::router(functions.clone(), tenant.clone()));
-    }
-    app.fallback(closedloop_http::unknown_route)
+    let (paths, routers) = (Arc::new(paths), Arc::new(routers));
+    let dispatch = tower::service_fn(move |mut request: axum::extract::Request| {
+        let (paths, routers) = (paths.clone(), routers.clone());
+        async move {
+            let Ok(matched) = paths.at(request.uri().path()) else {
+                let unknown = closedloop_http::unknown_route(request).await;
+                return Ok::<_, std::convert::Infallible>(unknown.into_response());
+            };
+            let function = routers[*matched.value].clone();
+            // A fresh request, as Lambda gives each function.
+            *request.extensions_mut() = axum::http::Extensions::new();
+            function.oneshot(request).await
+        }
+    });
+    let app = if demo {
+        sandbox::router(functions.clone(), tenant.clone())
+    } else {
+        Router::new()
+    };
+    app.fallback_service(dispatch)
 }
 
 /// Feeds new outbox records to `event-relay`, as the table's stream does in AWS. The checkpoint
