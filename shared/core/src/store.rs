@@ -632,7 +632,8 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
             ops.len()
         )));
     }
-    let mut seen = std::collections::HashSet::new();
+    // At most 100 keys, usually 2 or 3: comparing them beats hashing them.
+    let mut seen: Vec<Key> = Vec::with_capacity(ops.len());
     for op in ops {
         let (key, condition) = match op {
             WriteOp::Put { item, condition } => (validate_item(item)?, condition.as_ref()),
@@ -651,12 +652,13 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
         if let Some(condition) = condition {
             validate_condition(condition)?;
         }
-        if !seen.insert(key.clone()) {
+        if seen.contains(&key) {
             return Err(StoreError::Invalid(format!(
                 "a transaction cannot touch one item twice ({}/{})",
                 key.pk, key.sk
             )));
         }
+        seen.push(key);
     }
     Ok(())
 }
