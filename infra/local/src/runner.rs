@@ -624,7 +624,7 @@ mod tests {
             .enumerate()
             .map(|(i, entity)| StreamRecord {
                 seq: i as u64 + 1,
-                new_image: image(entity),
+                new_image: Arc::new(image(entity)),
             })
             .collect();
         let one_by_one: Vec<u64> = records

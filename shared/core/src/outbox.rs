@@ -2,6 +2,8 @@
 //! transaction; the outbox items are then published by `event-relay` from the table's stream
 //! (or, locally, from the embedded store's stream). Consumers are idempotent on the event id.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -81,8 +83,9 @@ pub struct StreamRecord {
 pub struct StreamPayload {
     #[serde(rename = "SequenceNumber", default)]
     pub sequence_number: String,
+    /// Shared: the embedded store hands the relay its own copy of the outbox item.
     #[serde(rename = "NewImage", default)]
-    pub new_image: Option<Item>,
+    pub new_image: Option<Arc<Item>>,
 }
 
 #[cfg(test)]

@@ -78,11 +78,11 @@ impl State {
         self.checkpoints.get(consumer).copied().unwrap_or(0)
     }
 
-    pub(crate) fn stream_after(&self, after: u64, limit: usize) -> Vec<(u64, Item)> {
+    pub(crate) fn stream_after(&self, after: u64, limit: usize) -> Vec<(u64, Arc<Item>)> {
         self.stream
             .range((Excluded(after), Unbounded))
             .take(limit)
-            .map(|(seq, image)| (*seq, Item::clone(image)))
+            .map(|(seq, image)| (*seq, image.clone()))
             .collect()
     }
 

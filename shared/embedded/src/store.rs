@@ -119,7 +119,8 @@ pub enum OpenError {
 pub struct StreamRecord {
     /// Increases with every record, never reused.
     pub seq: u64,
-    pub new_image: Item,
+    /// The outbox item itself, shared with the store.
+    pub new_image: Arc<Item>,
 }
 
 /// The embedded item store. Cheap to clone; clones share one store.

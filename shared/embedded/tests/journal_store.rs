@@ -114,7 +114,7 @@ async fn new_outbox_items_and_only_those_reach_the_stream() {
         "increasing sequence numbers"
     );
     assert_eq!(
-        records[0].new_image,
+        *records[0].new_image,
         outbox_item("E1"),
         "the new image, as written"
     );
