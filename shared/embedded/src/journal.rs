@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use closedloop_core::store::{Item, Key, Value};
 use serde::{Deserialize, Serialize};
@@ -83,10 +84,10 @@ impl From<Wire<'_>> for Op {
                 consumer: consumer.into_owned(),
                 seq,
             },
-            Wire::Restore(item) => Op::Restore(item.into_owned()),
+            Wire::Restore(item) => Op::Restore(Arc::new(item.into_owned())),
             Wire::RestoreStream(seq, image) => Op::RestoreStream {
                 seq,
-                image: image.into_owned(),
+                image: Arc::new(image.into_owned()),
             },
             Wire::StreamSeq(seq) => Op::StreamSeq(seq),
         }
@@ -102,12 +103,23 @@ pub(crate) fn encode_line(ops: &[Op], out: &mut Vec<u8>) {
             out.push(b',');
         }
         match op {
-            // Every write puts items: those are written here, byte for byte as serde_json
-            // writes the `Wire` (a test holds them to it), without its generic machinery.
+            // Every write puts items, and a compaction restores every item: those are written
+            // here, byte for byte as serde_json writes the `Wire` (a test holds them to it),
+            // without its generic machinery.
             Op::Put(item) => {
                 out.extend_from_slice(br#"{"p":"#);
                 write_item(out, item);
                 out.push(b'}');
+            }
+            Op::Restore(item) => {
+                out.extend_from_slice(br#"{"r":"#);
+                write_item(out, item);
+                out.push(b'}');
+            }
+            Op::RestoreStream { seq, image } => {
+                out.extend_from_slice(format!(r#"{{"s":[{seq},"#).as_bytes());
+                write_item(out, image);
+                out.extend_from_slice(b"]}");
             }
             // Items hold only strings, numbers, booleans, lists and maps: this cannot fail.
             other => serde_json::to_writer(&mut *out, &Wire::from(other)).expect("ops encode"),
@@ -441,7 +453,8 @@ fn check_header(line: &[u8]) -> Result<(), JournalError> {
 /// Roughly how many bytes an op takes in a snapshot line (only to size the lines).
 fn op_size_hint(op: &Op) -> usize {
     match op {
-        Op::Restore(item) | Op::Put(item) | Op::RestoreStream { image: item, .. } => {
+        Op::Put(item) => closedloop_core::store::item_size(item) + 16 * item.len(),
+        Op::Restore(item) | Op::RestoreStream { image: item, .. } => {
             closedloop_core::store::item_size(item) + 16 * item.len()
         }
         _ => 64,
@@ -523,10 +536,10 @@ mod tests {
                     consumer: "relay".into(),
                     seq: round,
                 });
-                ops.push(Op::Restore(item.clone()));
+                ops.push(Op::Restore(Arc::new(item.clone())));
                 ops.push(Op::RestoreStream {
                     seq: round,
-                    image: item,
+                    image: Arc::new(item),
                 });
                 ops.push(Op::Put(Key::new("p", "s").to_item()));
             }

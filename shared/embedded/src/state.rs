@@ -28,12 +28,13 @@ pub(crate) enum Op {
         consumer: String,
         seq: u64,
     },
-    /// Compaction only: an item restored as it was, without a stream record.
-    Restore(Item),
+    /// Compaction only: an item restored as it was, without a stream record. Shared, so a
+    /// snapshot is written from the live items without copying them.
+    Restore(Arc<Item>),
     /// Compaction only: a stream record restored with its sequence number.
     RestoreStream {
         seq: u64,
-        image: Item,
+        image: Arc<Item>,
     },
     /// Compaction only: the stream's high-water mark (kept even when every record is trimmed).
     StreamSeq(u64),
@@ -120,7 +121,7 @@ impl State {
             }
             Op::Restore(item) => {
                 if let Some(key) = item.key() {
-                    self.insert(key, Arc::new(item));
+                    self.insert(key, item);
                 }
             }
             Op::Delete(key) => {
@@ -133,7 +134,7 @@ impl State {
                 self.checkpoints.insert(consumer, seq);
             }
             Op::RestoreStream { seq, image } => {
-                self.stream.insert(seq, Arc::new(image));
+                self.stream.insert(seq, image);
                 self.last_seq = self.last_seq.max(seq);
             }
             Op::StreamSeq(seq) => self.last_seq = self.last_seq.max(seq),
@@ -338,10 +339,10 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// In an order replay accepts.
     pub(crate) fn ops(&self) -> impl Iterator<Item = Op> + '_ {
-        let items = self.items.iter().map(|item| Op::Restore(Item::clone(item)));
+        let items = self.items.iter().map(|item| Op::Restore(item.clone()));
         let stream = self.stream.iter().map(|(seq, image)| Op::RestoreStream {
             seq: *seq,
-            image: Item::clone(image),
+            image: image.clone(),
         });
         let checkpoints = self
             .checkpoints
