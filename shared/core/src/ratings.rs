@@ -365,11 +365,13 @@ pub async fn submit(
                         );
                         item.insert(
                             Index::Gsi1.sk_attribute().into(),
-                            Value::S(format!(
-                                "{}#{}",
-                                keys::sortable_time(now + window),
-                                request.id
-                            )),
+                            Value::S({
+                                let mut id = [0; ulid::ULID_LEN];
+                                let mut sk = keys::sortable_time(now + window);
+                                sk.push('#');
+                                sk.push_str(request.id.ulid().array_to_str(&mut id));
+                                sk
+                            }),
                         );
                     }
                 }

@@ -497,14 +497,16 @@ pub fn is_valid_number(n: &str) -> bool {
     if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
         return false;
     }
-    let significant: String = format!("{int}{}", frac.unwrap_or(""));
-    let significant = significant.trim_start_matches('0');
-    let significant = if frac.is_some() {
-        significant.trim_end_matches('0')
-    } else {
-        significant
+    // Leading zeros never count, trailing ones only in a fraction (without allocating: every
+    // outbox item's TTL is checked).
+    let all = || int.bytes().chain(frac.unwrap_or("").bytes());
+    let total = int.len() + frac.map_or(0, str::len);
+    let leading = all().take_while(|&b| b == b'0').count();
+    let trailing = match frac {
+        Some(_) if leading < total => all().rev().take_while(|&b| b == b'0').count(),
+        _ => 0,
     };
-    significant.len() <= 38
+    total - leading - trailing <= 38
 }
 
 /// The size DynamoDB charges for an item: attribute names plus values, numbers at about one
@@ -666,6 +668,44 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod validation_tests {
     use super::*;
+
+    /// The significant-digit count, as first written (with a String).
+    fn significant_digits(int: &str, frac: Option<&str>) -> usize {
+        let significant: String = format!("{int}{}", frac.unwrap_or(""));
+        let significant = significant.trim_start_matches('0');
+        let significant = if frac.is_some() {
+            significant.trim_end_matches('0')
+        } else {
+            significant
+        };
+        significant.len()
+    }
+
+    #[test]
+    fn numbers_count_significant_digits_as_before() {
+        let parts = [
+            "",
+            "0",
+            "00",
+            "1",
+            "10",
+            "01",
+            "010",
+            &"0".repeat(40),
+            &"9".repeat(38),
+        ];
+        for int in parts.iter().filter(|p| !p.is_empty()) {
+            for frac in parts.iter().map(|f| Some(*f)).chain([None]) {
+                let text = match frac {
+                    Some(f) => format!("{int}.{f}"),
+                    None => int.to_string(),
+                };
+                let expected =
+                    !frac.is_some_and(str::is_empty) && significant_digits(int, frac) <= 38;
+                assert_eq!(is_valid_number(&text), expected, "{text}");
+            }
+        }
+    }
 
     #[test]
     fn numbers() {
