@@ -183,7 +183,7 @@ impl EventEnvelope {
             performed_by: Option<&'a RuleId>,
             data: &'a T,
         }
-        serde_json::to_string(&WithData {
+        crate::records::to_json(&WithData {
             tenant_id: &self.tenant_id,
             event_id: self.event_id,
             event_type: self.event_type,
@@ -194,7 +194,6 @@ impl EventEnvelope {
             performed_by: self.performed_by.as_ref(),
             data,
         })
-        .expect("envelopes serialise")
     }
 
     /// An event caused by this one, in the same chain.

@@ -18,8 +18,7 @@ pub const OUTBOX_RETENTION_DAYS: i64 = 7;
 
 /// The put that records `event` in the outbox (guarded so an event id is written once).
 pub fn outbox_put(event: &EventEnvelope, now: DateTime<Utc>) -> WriteOp {
-    let json = serde_json::to_string(event).expect("envelopes serialise");
-    outbox_item(event, json, now)
+    outbox_item(event, crate::records::to_json(event), now)
 }
 
 /// [`outbox_put`] for `event` carrying `data` (in place of `event.data`), written straight

@@ -94,6 +94,13 @@ impl From<Wire<'_>> for Op {
     }
 }
 
+/// One journal line holding `ops`, in a buffer sized for it up front.
+pub(crate) fn encoded_line(ops: &[Op]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(32 + ops.iter().map(op_size_hint).sum::<usize>());
+    encode_line(ops, &mut line);
+    line
+}
+
 /// Appends one journal line holding `ops` to `out`.
 pub(crate) fn encode_line(ops: &[Op], out: &mut Vec<u8>) {
     let start = out.len();
@@ -127,7 +134,9 @@ pub(crate) fn encode_line(ops: &[Op], out: &mut Vec<u8>) {
     }
     out.push(b']');
     let crc = crc32fast::hash(&out[start + 9..]);
-    out[start..start + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+    for (i, digit) in out[start..start + 8].iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
     out.push(b'\n');
 }
 
