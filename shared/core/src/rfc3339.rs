@@ -79,7 +79,9 @@ fn read(s: &str) -> Option<DateTime<Utc>> {
 /// Years 0-9999 without a leap second (every time the clock gives); `None` leaves the rest to
 /// chrono.
 fn write<'b>(t: &DateTime<Utc>, format: SecondsFormat, buf: &'b mut [u8; 30]) -> Option<&'b str> {
-    let (year, nano) = (t.year(), t.nanosecond());
+    // Each accessor of a `DateTime` converts it again: take the date and time once.
+    let (date, time) = (t.date_naive(), t.time());
+    let (year, nano) = (date.year(), time.nanosecond());
     if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
         return None;
     }
@@ -91,15 +93,15 @@ fn write<'b>(t: &DateTime<Utc>, format: SecondsFormat, buf: &'b mut [u8; 30]) ->
     }
     digits(&mut buf[0..4], year as u32);
     buf[4] = b'-';
-    digits(&mut buf[5..7], t.month());
+    digits(&mut buf[5..7], date.month());
     buf[7] = b'-';
-    digits(&mut buf[8..10], t.day());
+    digits(&mut buf[8..10], date.day());
     buf[10] = b'T';
-    digits(&mut buf[11..13], t.hour());
+    digits(&mut buf[11..13], time.hour());
     buf[13] = b':';
-    digits(&mut buf[14..16], t.minute());
+    digits(&mut buf[14..16], time.minute());
     buf[16] = b':';
-    digits(&mut buf[17..19], t.second());
+    digits(&mut buf[17..19], time.second());
     let fraction = match format {
         SecondsFormat::Secs => None,
         SecondsFormat::Millis => Some((nano / 1_000_000, 3)),
