@@ -3,7 +3,7 @@
 //! rating. Mail scanners record nothing: HEAD requests, scanner user agents, and bursts of
 //! several choices are shown a page that asks a person to confirm (`docs/rating-links.md`).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -380,29 +380,31 @@ fn page_with(
     settings: Option<&TenantSettings>,
     body: impl FnOnce(&mut String),
 ) -> Response {
+    /// PAGE split once: literal markup, then what follows it.
+    static PIECES: LazyLock<Vec<(&str, Option<&str>)>> = LazyLock::new(|| {
+        let mut pieces = PAGE.split('@');
+        std::iter::from_fn(|| Some((pieces.next()?, pieces.next()))).collect()
+    });
     let mut html = String::with_capacity(PAGE.len() + 2048);
     let mut body = Some(body);
-    // Between the markers (odd pieces) is literal markup (even pieces).
-    for (i, piece) in PAGE.split('@').enumerate() {
-        if i % 2 == 0 {
-            html.push_str(piece);
-            continue;
-        }
-        match piece {
-            "title" => escape_into(&mut html, title),
+    for &(markup, slot) in PIECES.iter() {
+        html.push_str(markup);
+        match slot {
+            None => {}
+            Some("title") => escape_into(&mut html, title),
             // brand_color is validated as #rrggbb, so it is safe inside CSS.
-            "color" => html.push_str(settings.map_or("#2563eb", |s| s.brand_color.as_str())),
-            "brand" => {
+            Some("color") => html.push_str(settings.map_or("#2563eb", |s| s.brand_color.as_str())),
+            Some("brand") => {
                 if let Some(s) = settings {
                     escape_into(&mut html, &s.brand_name);
                 }
             }
-            "body" => {
+            Some("body") => {
                 if let Some(body) = body.take() {
                     body(&mut html);
                 }
             }
-            other => unreachable!("PAGE has no marker {other}"),
+            Some(other) => unreachable!("PAGE has no marker {other}"),
         }
     }
     (status, Html(html)).into_response()
