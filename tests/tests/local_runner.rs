@@ -433,3 +433,52 @@ async fn an_agent_with_notifications_off_gets_no_email_and_the_audit_says_why() 
     assert!(erin.contains("mark@demo.example"), "{erin}");
     running.shutdown().await;
 }
+
+/// A request reaches the function whose template path it matches, which answers for its
+/// methods and parameters; a path no function serves gets the JSON 404. The sandbox's own
+/// routes are there in demo mode.
+#[tokio::test]
+async fn requests_reach_the_function_whose_template_path_they_match() {
+    let dir = temp_dir();
+    let running = start_demo(&dir).await;
+    let base = &running.info.base_url;
+    let client = customer();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    let health = get("/admin/v1/health").await.unwrap();
+    assert_eq!(health.status(), 200);
+    let unknown = get("/nowhere/at/all").await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap()
+            .contains("no route for GET /nowhere/at/all")
+    );
+    let bad_link = get("/r/not-a-token").await.unwrap();
+    assert_eq!(bad_link.status(), 400, "the rating link read the token");
+    assert!(
+        bad_link
+            .text()
+            .await
+            .unwrap()
+            .contains("This link doesn&#39;t work")
+    );
+    let wrong_method = client
+        .delete(format!("{base}/r/not-a-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405, "the function checks the method");
+    let sandbox = client
+        .post(format!("{base}/sandbox/tickets/nope/dance"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !sandbox.text().await.unwrap().contains("no route for"),
+        "the sandbox route is served"
+    );
+    running.shutdown().await;
+}

@@ -11,7 +11,7 @@ use closedloop_core::domain::TenantSettings;
 use closedloop_core::ids::TenantId;
 use closedloop_core::ports::Clock;
 use closedloop_core::store::{ItemStore, StoreError};
-use closedloop_core::tenancy::{self, AuthError, TenancyError};
+use closedloop_core::tenancy::{self, AuthError, SettingsCache, TenancyError};
 use closedloop_http::{ApiError, Json};
 
 mod webhook_sources;
@@ -20,6 +20,9 @@ mod webhook_sources;
 pub struct AdminState {
     pub store: Arc<dyn ItemStore>,
     pub clock: Arc<dyn Clock>,
+    /// Forgets a tenant's settings when they are saved, for the rating links that share it
+    /// (in one process, as in the local runner; Lambda instances have their own).
+    pub settings: Arc<SettingsCache>,
 }
 
 mod agents;
@@ -112,5 +115,6 @@ async fn put_settings(
     tenancy::put_settings(state.store.as_ref(), &tenant, &settings)
         .await
         .map_err(tenancy_error)?;
+    state.settings.invalidate(&tenant);
     Ok(Json(settings))
 }

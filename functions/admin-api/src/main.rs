@@ -8,6 +8,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     closedloop_http::run_on_lambda(router(AdminState {
         store: aws.store,
         clock: aws.clock,
+        // Nothing else in this process reads settings through a cache.
+        settings: Default::default(),
     }))
     .await
 }

@@ -39,6 +39,7 @@ async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
         router(AdminState {
             store: store.clone(),
             clock: Arc::new(SystemClock),
+            settings: Default::default(),
         }),
         store,
         a.api_key,

@@ -49,6 +49,7 @@ async fn fixture() -> Fixture {
     Fixture {
         app: router(AdminState {
             store: store.clone(),
+            settings: Default::default(),
             clock: Arc::new(SystemClock),
         }),
         store,

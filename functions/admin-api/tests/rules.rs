@@ -44,6 +44,7 @@ async fn api() -> Api {
     Api {
         app: router(AdminState {
             store: store.clone(),
+            settings: Default::default(),
             clock: Arc::new(SystemClock),
         }),
         store,

@@ -33,6 +33,7 @@ async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
     let app = router(AdminState {
         store: store.clone(),
         clock: Arc::new(SystemClock),
+        settings: Default::default(),
     });
     let globex = keys.pop().unwrap();
     (app, store, keys.pop().unwrap(), globex)

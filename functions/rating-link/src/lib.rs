@@ -3,7 +3,7 @@
 //! rating. Mail scanners record nothing: HEAD requests, scanner user agents, and bursts of
 //! several choices are shown a page that asks a person to confirm (`docs/rating-links.md`).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -12,9 +12,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use closedloop_core::domain::{CsatValue, Rating, SurveyKind, TenantSettings};
 use closedloop_core::ports::Clock;
-use closedloop_core::ratings::{self, Outcome, RatingError, Recorded, Via};
+use closedloop_core::ratings::{self, Links, Outcome, RatingError, Recorded, Via};
 use closedloop_core::scanners;
 use closedloop_core::store::ItemStore;
+use closedloop_core::tenancy::SettingsCache;
 use closedloop_core::tokens::{TokenError, TokenKeyring};
 use closedloop_core::unsubscribe::{self, Unsubscribing};
 use serde::Deserialize;
@@ -24,6 +25,18 @@ pub struct RatingLinkState {
     pub store: Arc<dyn ItemStore>,
     pub clock: Arc<dyn Clock>,
     pub keyring: Arc<TokenKeyring>,
+    /// Tenants' settings, read on every click; share it with whatever saves them (the admin
+    /// API) so that an edit is seen at once, else it is seen within `SETTINGS_TTL`.
+    pub settings: Arc<SettingsCache>,
+}
+
+impl RatingLinkState {
+    fn links(&self) -> Links<'_> {
+        Links {
+            keyring: &self.keyring,
+            settings: &self.settings,
+        }
+    }
 }
 
 pub fn router(state: RatingLinkState) -> Router {
@@ -55,9 +68,9 @@ async fn click(
     let result = match scanners::machine_user_agent(user_agent) {
         Some(reason) => {
             tracing::info!(reason, "link opened by a machine; asking for confirmation");
-            ratings::preview(store, &state.keyring, now, &token).await
+            ratings::preview(store, state.links(), now, &token).await
         }
-        None => ratings::record_click(store, &state.keyring, now, &token).await,
+        None => ratings::record_click(store, state.links(), now, &token).await,
     };
     match result {
         Ok(recorded) => comment_page(&token, &recorded, None),
@@ -80,7 +93,7 @@ async fn submit(
     let now = state.clock.now();
     match ratings::submit(
         state.store.as_ref(),
-        &state.keyring,
+        state.links(),
         now,
         &token,
         Via::Form,
@@ -200,33 +213,54 @@ fn error_page(error: RatingError) -> Response {
 
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    escape_into(&mut out, s);
     out
 }
 
-fn choices(kind: SurveyKind) -> Vec<(String, String)> {
+/// Appends `s` HTML-escaped, copying the runs between special characters whole.
+fn escape_into(out: &mut String, s: &str) {
+    let mut rest = s;
+    // The five are ASCII, so a byte match never splits a character.
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+    {
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&#39;",
+        });
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+}
+
+/// A survey's choices: (value, label).
+fn choices(kind: SurveyKind) -> &'static [(&'static str, &'static str)] {
+    const CSAT: [(&str, &str); 3] = [
+        (CsatValue::Positive.as_str(), "Good"),
+        (CsatValue::Neutral.as_str(), "Okay"),
+        (CsatValue::Negative.as_str(), "Bad"),
+    ];
+    const NPS: [(&str, &str); 11] = [
+        ("0", "0"),
+        ("1", "1"),
+        ("2", "2"),
+        ("3", "3"),
+        ("4", "4"),
+        ("5", "5"),
+        ("6", "6"),
+        ("7", "7"),
+        ("8", "8"),
+        ("9", "9"),
+        ("10", "10"),
+    ];
     match kind {
-        SurveyKind::Csat => CsatValue::ALL
-            .iter()
-            .map(|v| {
-                let label = match v {
-                    CsatValue::Positive => "Good",
-                    CsatValue::Neutral => "Okay",
-                    CsatValue::Negative => "Bad",
-                };
-                (v.as_str().to_string(), label.to_string())
-            })
-            .collect(),
-        SurveyKind::Nps => (0..=10).map(|n| (n.to_string(), n.to_string())).collect(),
+        SurveyKind::Csat => &CSAT,
+        SurveyKind::Nps => &NPS,
     }
 }
 
@@ -243,25 +277,6 @@ fn comment_page(token: &str, recorded: &Recorded, note: Option<&str>) -> Respons
             "How likely are you to recommend us to a friend or colleague? (0 = not at all, 10 = extremely)"
         }
     };
-    let mut radios = String::new();
-    for (value, label) in choices(recorded.request.kind) {
-        let checked = if value == current { " checked" } else { "" };
-        let disabled = if locked && value != current {
-            " disabled"
-        } else {
-            ""
-        };
-        radios.push_str(&format!(
-            r#"<label class="choice"><input type="radio" name="rating" value="{v}"{checked}{disabled}><span>{l}</span></label>"#,
-            v = escape(&value),
-            l = escape(&label)
-        ));
-    }
-    let comment = review
-        .comment
-        .as_ref()
-        .map(|c| escape(c.as_str()))
-        .unwrap_or_default();
     let (title, note, button) = match recorded.outcome {
         Outcome::Saved { .. } => (
             "Thank you for your feedback",
@@ -279,28 +294,73 @@ fn comment_page(token: &str, recorded: &Recorded, note: Option<&str>) -> Respons
             "Confirm",
         ),
     };
-    let status_line = format!(r#"<p class="note" role="status">{}</p>"#, escape(note));
-    let locked_line = if locked {
-        "<p class=\"hint\">Your rating is recorded and can't be changed here, but you can add a comment.</p>"
-    } else {
-        ""
-    };
-    let body = format!(
-        r#"{status_line}
-<form method="post" action="/r/{token}">
-<fieldset><legend>{legend}</legend><div class="choices">{radios}</div></fieldset>
-{locked_line}
-<label for="comment" class="field">Anything you'd like to add? (optional)</label>
-<textarea id="comment" name="comment" rows="5" maxlength="5000">{comment}</textarea>
-<button type="submit">{button}</button>
-</form>
-<p class="hint">About ticket: {subject}</p>"#,
-        token = escape(token),
-        legend = escape(legend),
-        subject = escape(&recorded.request.ticket.subject),
-    );
-    page(StatusCode::OK, title, Some(&recorded.settings), &body)
+    // Written straight into the page: this runs on every click.
+    page_with(StatusCode::OK, title, Some(&recorded.settings), |out| {
+        out.push_str(r#"<p class="note" role="status">"#);
+        escape_into(out, note);
+        out.push_str("</p>\n<form method=\"post\" action=\"/r/");
+        escape_into(out, token);
+        out.push_str("\">\n<fieldset><legend>");
+        escape_into(out, legend);
+        out.push_str(r#"</legend><div class="choices">"#);
+        for &(value, label) in choices(recorded.request.kind) {
+            out.push_str(r#"<label class="choice"><input type="radio" name="rating" value=""#);
+            escape_into(out, value);
+            out.push('"');
+            if value == current {
+                out.push_str(" checked");
+            }
+            if locked && value != current {
+                out.push_str(" disabled");
+            }
+            out.push_str("><span>");
+            escape_into(out, label);
+            out.push_str("</span></label>");
+        }
+        out.push_str("</div></fieldset>\n");
+        if locked {
+            out.push_str("<p class=\"hint\">Your rating is recorded and can't be changed here, but you can add a comment.</p>");
+        }
+        out.push_str(
+            "\n<label for=\"comment\" class=\"field\">Anything you'd like to add? (optional)</label>\n\
+             <textarea id=\"comment\" name=\"comment\" rows=\"5\" maxlength=\"5000\">",
+        );
+        if let Some(comment) = &review.comment {
+            escape_into(out, comment.as_str());
+        }
+        out.push_str("</textarea>\n<button type=\"submit\">");
+        out.push_str(button);
+        out.push_str("</button>\n</form>\n<p class=\"hint\">About ticket: ");
+        escape_into(out, &recorded.request.ticket.subject);
+        out.push_str("</p>");
+    })
 }
+
+/// The page around a body: `@name@` marks where a value goes. Only the brand colour varies in
+/// the style sheet.
+const PAGE: &str = r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>@title@</title>
+<style>
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1f2937}
+header{background:@color@;color:#fff;padding:.9rem 1.25rem;font-weight:600}
+main{max-width:34rem;margin:0 auto;padding:1.25rem}
+h1{font-size:1.4rem;margin:.5rem 0 1rem}
+fieldset{border:0;padding:0;margin:0 0 1rem}legend{font-weight:600;margin-bottom:.5rem}
+.choices{display:flex;flex-wrap:wrap;gap:.5rem}
+.choice{flex:1 0 auto;min-width:3rem}
+.choice input{position:absolute;opacity:0}
+.choice span{display:block;text-align:center;padding:.75rem .5rem;border:2px solid #d1d5db;border-radius:.5rem;background:#fff;cursor:pointer}
+.choice input:checked+span{border-color:@color@;background:@color@;color:#fff}
+.choice input:focus-visible+span{outline:3px solid #111827;outline-offset:2px}
+.choice input:disabled+span{opacity:.45;cursor:not-allowed}
+.field{display:block;font-weight:600;margin:.5rem 0}
+textarea{width:100%;box-sizing:border-box;font:inherit;padding:.6rem;border:2px solid #d1d5db;border-radius:.5rem}
+button{margin-top:1rem;width:100%;padding:.85rem;font:inherit;font-weight:600;border:0;border-radius:.5rem;background:@color@;color:#fff;cursor:pointer}
+button:focus-visible,textarea:focus-visible{outline:3px solid #111827;outline-offset:2px}
+.note{background:#ecfdf5;border-left:4px solid #16a34a;padding:.6rem .8rem}
+.hint{color:#4b5563;font-size:.9rem}
+</style></head>
+<body><header>@brand@</header><main><h1>@title@</h1>@body@</main></body></html>"#;
 
 /// A small, mobile-first, accessible page in the tenant's name and colour. `body_html` is
 /// markup built here, with every customer- or tenant-entered value escaped.
@@ -310,35 +370,42 @@ fn page(
     settings: Option<&TenantSettings>,
     body_html: &str,
 ) -> Response {
-    // brand_color is validated as #rrggbb, so it is safe inside CSS.
-    let (brand, color) = settings
-        .map(|s| (escape(&s.brand_name), s.brand_color.clone()))
-        .unwrap_or_else(|| (String::new(), "#2563eb".into()));
-    let html = format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title>
-<style>
-body{{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f4f5f7;color:#1f2937}}
-header{{background:{color};color:#fff;padding:.9rem 1.25rem;font-weight:600}}
-main{{max-width:34rem;margin:0 auto;padding:1.25rem}}
-h1{{font-size:1.4rem;margin:.5rem 0 1rem}}
-fieldset{{border:0;padding:0;margin:0 0 1rem}}legend{{font-weight:600;margin-bottom:.5rem}}
-.choices{{display:flex;flex-wrap:wrap;gap:.5rem}}
-.choice{{flex:1 0 auto;min-width:3rem}}
-.choice input{{position:absolute;opacity:0}}
-.choice span{{display:block;text-align:center;padding:.75rem .5rem;border:2px solid #d1d5db;border-radius:.5rem;background:#fff;cursor:pointer}}
-.choice input:checked+span{{border-color:{color};background:{color};color:#fff}}
-.choice input:focus-visible+span{{outline:3px solid #111827;outline-offset:2px}}
-.choice input:disabled+span{{opacity:.45;cursor:not-allowed}}
-.field{{display:block;font-weight:600;margin:.5rem 0}}
-textarea{{width:100%;box-sizing:border-box;font:inherit;padding:.6rem;border:2px solid #d1d5db;border-radius:.5rem}}
-button{{margin-top:1rem;width:100%;padding:.85rem;font:inherit;font-weight:600;border:0;border-radius:.5rem;background:{color};color:#fff;cursor:pointer}}
-button:focus-visible,textarea:focus-visible{{outline:3px solid #111827;outline-offset:2px}}
-.note{{background:#ecfdf5;border-left:4px solid #16a34a;padding:.6rem .8rem}}
-.hint{{color:#4b5563;font-size:.9rem}}
-</style></head>
-<body><header>{brand}</header><main><h1>{title}</h1>{body_html}</main></body></html>"#,
-        title = escape(title),
-    );
+    page_with(status, title, settings, |out| out.push_str(body_html))
+}
+
+/// [`page`], with the body written by `body` into the page's own buffer.
+fn page_with(
+    status: StatusCode,
+    title: &str,
+    settings: Option<&TenantSettings>,
+    body: impl FnOnce(&mut String),
+) -> Response {
+    /// PAGE split once: literal markup, then what follows it.
+    static PIECES: LazyLock<Vec<(&str, Option<&str>)>> = LazyLock::new(|| {
+        let mut pieces = PAGE.split('@');
+        std::iter::from_fn(|| Some((pieces.next()?, pieces.next()))).collect()
+    });
+    let mut html = String::with_capacity(PAGE.len() + 2048);
+    let mut body = Some(body);
+    for &(markup, slot) in PIECES.iter() {
+        html.push_str(markup);
+        match slot {
+            None => {}
+            Some("title") => escape_into(&mut html, title),
+            // brand_color is validated as #rrggbb, so it is safe inside CSS.
+            Some("color") => html.push_str(settings.map_or("#2563eb", |s| s.brand_color.as_str())),
+            Some("brand") => {
+                if let Some(s) = settings {
+                    escape_into(&mut html, &s.brand_name);
+                }
+            }
+            Some("body") => {
+                if let Some(body) = body.take() {
+                    body(&mut html);
+                }
+            }
+            Some(other) => unreachable!("PAGE has no marker {other}"),
+        }
+    }
     (status, Html(html)).into_response()
 }

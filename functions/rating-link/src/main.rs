@@ -11,6 +11,8 @@ async fn main() -> Result<(), lambda_http::Error> {
         store: aws.store,
         clock: aws.clock,
         keyring: Arc::new(aws.config.token_keys),
+        // Per Lambda instance: a settings change reaches it within SETTINGS_TTL.
+        settings: Default::default(),
     };
     closedloop_http::run_on_lambda(router(state)).await
 }

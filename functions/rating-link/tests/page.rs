@@ -13,6 +13,7 @@ use closedloop_core::ratings;
 use closedloop_core::records::read_record;
 use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::{self, LinkSigner, ScheduleOutcome};
+use closedloop_core::tenancy::SettingsCache;
 use closedloop_core::tokens::TokenKeyring;
 use closedloop_core::{keys, tenancy};
 use closedloop_embedded::JournalStore;
@@ -114,6 +115,7 @@ async fn fixture(settings: TenantSettings) -> Fixture {
         store: store.clone(),
         clock: clock.clone(),
         keyring: keyring.clone(),
+        settings: Default::default(),
     });
     Fixture {
         app,
@@ -481,4 +483,98 @@ async fn requests_use_the_tenants_saved_template() {
     .unwrap();
     let sent = f.close_another("77").await;
     assert_eq!(sent[0].subject, "Ticket 77: one click, please");
+}
+
+/// Settings are cached per tenant: a save that tells the shared cache shows on the next click;
+/// one that does not (made by another process) shows once the cache's TTL has passed.
+#[tokio::test]
+async fn a_settings_change_shows_at_once_when_the_cache_is_told_and_after_its_ttl_otherwise() {
+    let f = fixture(TenantSettings {
+        brand_name: "Acme Support".into(),
+        ..TenantSettings::default()
+    })
+    .await;
+    let tenant = TenantId::parse("acme").unwrap();
+    let app = |ttl| {
+        let cache = Arc::new(SettingsCache::new(ttl));
+        let app = router(RatingLinkState {
+            store: f.store.clone(),
+            clock: f.clock.clone(),
+            keyring: f.keyring.clone(),
+            settings: cache.clone(),
+        });
+        (app, cache)
+    };
+    let link = f.link("neutral");
+    let open = |app: axum::Router| {
+        let link = link.clone();
+        async move {
+            let request = Request::get(link)
+                .header("user-agent", PHONE)
+                .body(Body::empty())
+                .unwrap();
+            let body = app.oneshot(request).await.unwrap().into_body();
+            String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        }
+    };
+    let rename = |name: &str| {
+        let settings = TenantSettings {
+            brand_name: name.into(),
+            ..TenantSettings::default()
+        };
+        let (store, tenant) = (f.store.clone(), tenant.clone());
+        async move {
+            tenancy::put_settings(store.as_ref(), &tenant, &settings)
+                .await
+                .unwrap()
+        }
+    };
+    let (cached, cache) = app(std::time::Duration::from_secs(3600));
+    assert!(open(cached.clone()).await.contains("Acme Support"));
+    rename("Renamed").await;
+    assert!(
+        open(cached.clone()).await.contains("Acme Support"),
+        "served from the cache"
+    );
+    cache.invalidate(&tenant);
+    assert!(open(cached.clone()).await.contains("Renamed"));
+    rename("Expired").await;
+    let (uncached, _) = app(std::time::Duration::ZERO);
+    assert!(open(uncached).await.contains("Expired"));
+    assert!(open(cached).await.contains("Renamed"), "until its TTL");
+}
+
+/// Each answer publishes review.recorded with the review as stored and the rating it replaced.
+#[tokio::test]
+async fn review_recorded_carries_the_review_and_the_rating_it_replaced() {
+    let f = fixture(TenantSettings::default()).await;
+    let tenant = TenantId::parse("acme").unwrap();
+    f.get(&f.link("negative")).await;
+    let first = f.review().await.unwrap();
+    f.wait(60);
+    f.post(&f.link("negative"), "rating=positive&comment=Fixed")
+        .await;
+    let last = f.review().await.unwrap();
+    let outbox = f
+        .store
+        .query(closedloop_core::store::Query::partition(
+            keys::outbox_partition(&tenant),
+        ))
+        .await
+        .unwrap();
+    let mut recorded: Vec<EventEnvelope> = outbox
+        .items
+        .iter()
+        .filter_map(|item| closedloop_core::outbox::envelope_from_image(item).ok())
+        .filter(|event| event.event_type == EventType::ReviewRecorded)
+        .collect();
+    recorded.sort_by_key(|event| event.occurred_at);
+    let data: Vec<serde_json::Value> = recorded.into_iter().map(|e| e.data).collect();
+    assert_eq!(
+        data,
+        [
+            serde_json::json!({ "review": first, "previous_rating": null }),
+            serde_json::json!({ "review": last, "previous_rating": { "kind": "csat", "value": "negative" } }),
+        ]
+    );
 }

@@ -20,6 +20,9 @@ pub struct LocalBus {
     routes: Vec<(String, EventRoute)>,
     /// Per route: whether its pattern looks inside `detail` (else the event's head decides).
     looks_at_detail: Vec<bool>,
+    /// Per route: the only detail-types it can match, when its pattern lists them as plain
+    /// strings (most rules name one event type): other events skip the route unmatched.
+    detail_types: Vec<Option<Vec<String>>>,
     deliverer: Arc<Deliverer>,
 }
 
@@ -46,6 +49,10 @@ impl LocalBus {
             .iter()
             .map(|(_, route)| mentions_key(route.pattern.as_json(), "detail"))
             .collect();
+        let detail_types = routes
+            .iter()
+            .map(|(_, route)| exact_strings(route.pattern.as_json(), "detail-type"))
+            .collect();
         let deliverer = Arc::new(Deliverer {
             functions,
             dead_letters,
@@ -54,6 +61,7 @@ impl LocalBus {
         Ok(LocalBus {
             routes,
             looks_at_detail,
+            detail_types,
             deliverer,
         })
     }
@@ -71,6 +79,18 @@ fn mentions_key(pattern: &serde_json::Value, key: &str) -> bool {
                     .as_array()
                     .is_some_and(|branches| branches.iter().any(|b| mentions_key(b, key))))
     })
+}
+
+/// The values a pattern's top-level `key` must equal, when it lists only plain strings: every
+/// top-level field must match (`$or` only adds conditions), and a plain string matches only
+/// itself.
+fn exact_strings(pattern: &serde_json::Value, key: &str) -> Option<Vec<String>> {
+    pattern
+        .get(key)?
+        .as_array()?
+        .iter()
+        .map(|value| value.as_str().map(str::to_string))
+        .collect()
 }
 
 impl Deliverer {
@@ -112,18 +132,31 @@ impl EventPublisher for LocalBus {
         let mut deliveries = tokio::task::JoinSet::new();
         for envelope in events {
             // Most events match no rule that looks at their payload: decide on the head, and
-            // build the whole event (a copy of the payload) only when needed.
-            let head = bus_event_head(envelope);
+            // build the whole event (a copy of the payload) only when needed. Routes for other
+            // event types are skipped before either is built.
+            let event_type = envelope.event_type.as_str();
+            let mut head = None;
             let mut whole = None;
-            for ((function, route), looks_at_detail) in
-                self.routes.iter().zip(&self.looks_at_detail)
+            for (((function, route), looks_at_detail), types) in self
+                .routes
+                .iter()
+                .zip(&self.looks_at_detail)
+                .zip(&self.detail_types)
             {
+                if types
+                    .as_ref()
+                    .is_some_and(|types| !types.iter().any(|t| t == event_type))
+                {
+                    continue;
+                }
                 let matched = if *looks_at_detail {
                     route
                         .pattern
                         .matches(whole.get_or_insert_with(|| bus_event(envelope)))
                 } else {
-                    route.pattern.matches(&head)
+                    route
+                        .pattern
+                        .matches(head.get_or_insert_with(|| bus_event_head(envelope)))
                 };
                 if matched {
                     let event = whole.get_or_insert_with(|| bus_event(envelope)).clone();
@@ -142,6 +175,26 @@ impl EventPublisher for LocalBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_is_skipped_only_for_detail_types_its_pattern_cannot_match() {
+        let pattern = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap();
+        assert_eq!(
+            exact_strings(
+                &pattern(r#"{"source": ["closedloop"], "detail-type": ["a.b", "c.d"]}"#),
+                "detail-type"
+            ),
+            Some(vec!["a.b".to_string(), "c.d".to_string()])
+        );
+        for open in [
+            r#"{"source": ["closedloop"]}"#,
+            r#"{"detail-type": [{"prefix": "review."}]}"#,
+            r#"{"detail-type": ["a.b", {"prefix": "c"}]}"#,
+            r#"{"$or": [{"detail-type": ["a.b"]}, {"source": ["x"]}]}"#,
+        ] {
+            assert_eq!(exact_strings(&pattern(open), "detail-type"), None, "{open}");
+        }
+    }
 
     #[test]
     fn a_pattern_looks_at_detail_when_it_names_it_even_in_an_or_branch() {

@@ -9,6 +9,7 @@ use closedloop_core::helpdesk::{ConnectorDirectory, WebhookSender};
 use closedloop_core::ports::{Clock, EventPublisher, Mailer};
 use closedloop_core::store::ItemStore;
 use closedloop_core::surveys::LinkSigner;
+use closedloop_core::tenancy::SettingsCache;
 use closedloop_core::tokens::TokenKeyring;
 
 pub const RATING_LINK: &str = "RatingLinkFunction";
@@ -32,6 +33,9 @@ pub struct Functions {
     pub connectors: Arc<dyn ConnectorDirectory>,
     pub webhooks: Arc<dyn WebhookSender>,
     pub action_retry: RetryPolicy,
+    /// Shared by the rating links (which read settings on every click) and the admin API
+    /// (which forgets a tenant's entry when it saves them).
+    pub settings_cache: Arc<SettingsCache>,
 }
 
 impl Functions {
@@ -42,6 +46,7 @@ impl Functions {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 keyring: self.keyring.clone(),
+                settings: self.settings_cache.clone(),
             }),
             WEBHOOKS => webhooks::router(webhooks::WebhooksState {
                 store: self.store.clone(),
@@ -50,6 +55,7 @@ impl Functions {
             ADMIN_API => admin_api::router(admin_api::AdminState {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
+                settings: self.settings_cache.clone(),
             }),
             _ => return None,
         })

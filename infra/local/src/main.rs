@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 
 /// The runner allocates small, short-lived values on every request (items, JSON, pages);
 /// mimalloc serves those from per-thread pages, where glibc malloc spent about a sixth of the
-/// CPU time of `scripts/bench-clicks.sh`.
+/// CPU time of `scripts/bench-clicks.sh`. Built with `no_thp` (see the workspace Cargo.toml):
+/// mimalloc otherwise asks for transparent huge pages, and as the store grows each first touch
+/// (and each re-touch after a purge) zeroes 2 MiB; that cost about an eighth of a click's CPU.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use closedloop::runner::{self, RunnerConfig};

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::any_service;
+use axum::response::IntoResponse;
 use closedloop_core::outbox::{StreamEvent, StreamPayload};
 use closedloop_core::ports::{Clock, SystemClock};
-use closedloop_core::store::{Item, ItemStore};
+use closedloop_core::store::{Item, ItemStore, Value};
 use closedloop_embedded::outbox_mailer::OutboxMailer;
-use closedloop_embedded::{JournalStore, OpenError};
+use closedloop_embedded::{JournalStore, OpenError, StreamRecord};
 use closedloop_eventpattern::pattern::EventPattern;
 use closedloop_eventpattern::template::{Routes, TemplateError};
 use tokio::sync::watch;
@@ -151,6 +151,7 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
         )),
         webhooks: Arc::new(closedloop_connectors::HttpWebhookSender::new(http)),
         action_retry: config.action_retry,
+        settings_cache: Default::default(),
     });
     let tenant = setup::first_tenant(
         &config.data_dir,
@@ -260,32 +261,47 @@ fn http_app(
     demo: bool,
     tenant: &setup::TenantCredentials,
 ) -> Router {
-    let mut app = Router::new();
+    // The template's paths pick the function; the function's own Router then checks the method
+    // and reads the path parameters. matchit is the matcher axum routes with, so a path picks
+    // the function an axum route of the same path would, without the parameters being decoded
+    // once more out here (a rating token is a few hundred bytes).
+    let mut paths = matchit::Router::new();
+    let mut routers = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for function in &routes.functions {
         let Some(router) = functions.http_router(&function.logical_id) else {
             continue;
         };
         for route in &function.http {
-            // The function's own Router checks the method; here only the path decides.
             let path = route.path.replace("+}", "}").replace("{proxy}", "{*proxy}");
             if seen.insert(path.clone()) {
-                // A fresh request, as Lambda gives each function: the outer route's path
-                // parameters must not leak into the function's own routing.
-                let function = router
-                    .clone()
-                    .map_request(|mut request: axum::extract::Request| {
-                        *request.extensions_mut() = axum::http::Extensions::new();
-                        request
-                    });
-                app = app.route_service(&path, any_service(function));
+                paths
+                    .insert(path.as_str(), routers.len())
+                    .unwrap_or_else(|e| panic!("template path {path}: {e}"));
             }
         }
+        routers.push(router);
     }
-    if demo {
-        app = app.merge(sandbox::router(functions.clone(), tenant.clone()));
-    }
-    app.fallback(closedloop_http::unknown_route)
+    let (paths, routers) = (Arc::new(paths), Arc::new(routers));
+    let dispatch = tower::service_fn(move |mut request: axum::extract::Request| {
+        let (paths, routers) = (paths.clone(), routers.clone());
+        async move {
+            let Ok(matched) = paths.at(request.uri().path()) else {
+                let unknown = closedloop_http::unknown_route(request).await;
+                return Ok::<_, std::convert::Infallible>(unknown.into_response());
+            };
+            let function = routers[*matched.value].clone();
+            // A fresh request, as Lambda gives each function.
+            *request.extensions_mut() = axum::http::Extensions::new();
+            function.oneshot(request).await
+        }
+    });
+    let app = if demo {
+        sandbox::router(functions.clone(), tenant.clone())
+    } else {
+        Router::new()
+    };
+    app.fallback_service(dispatch)
 }
 
 /// Feeds new outbox records to `event-relay`, as the table's stream does in AWS. The checkpoint
@@ -342,6 +358,41 @@ impl StreamFeed {
         }
     }
 
+    /// [`Self::passes`] for a batch, in order. With the filters' attributes known, the decision
+    /// depends only on those attributes' values, so it is worked out once per run of records
+    /// that agree on them (a stream of outbox items all say `entity: outbox`).
+    fn keep_passing(&self, records: Vec<StreamRecord>) -> Vec<StreamRecord> {
+        let Some(names) = self
+            .filtered_attributes
+            .as_ref()
+            .filter(|_| !self.filters.is_empty())
+        else {
+            return records
+                .into_iter()
+                .filter(|r| self.passes(r.seq, &r.new_image))
+                .collect();
+        };
+        let mut last: Option<(Vec<Option<&Value>>, bool)> = None;
+        let mut kept = Vec::with_capacity(records.len());
+        for record in &records {
+            let seen: Vec<Option<&Value>> = names.iter().map(|n| record.new_image.get(n)).collect();
+            let pass = match &last {
+                Some((values, pass)) if *values == seen => *pass,
+                _ => {
+                    let pass = self.passes(record.seq, &record.new_image);
+                    last = Some((seen, pass));
+                    pass
+                }
+            };
+            kept.push(pass);
+        }
+        records
+            .into_iter()
+            .zip(kept)
+            .filter_map(|(record, pass)| pass.then_some(record))
+            .collect()
+    }
+
     /// Whether a new image passes the FilterCriteria, as Lambda decides it. The record is
     /// built as JSON with only the attributes the filters look at: the result is the same,
     /// and the relay does not copy every event payload once more.
@@ -368,7 +419,7 @@ impl StreamFeed {
 }
 
 /// The `dynamodb.NewImage` attributes that `filters` test, when that is all they test
-/// (besides `eventName` and `dynamodb.SequenceNumber`, which every record carries whole).
+/// (besides `eventName`, which is `INSERT` for every record the relay reads).
 fn image_attributes_matched(filters: &[EventPattern]) -> Option<Vec<String>> {
     fn walk(pattern: &serde_json::Value, names: &mut Vec<String>) -> Option<()> {
         for (key, value) in pattern.as_object()? {
@@ -382,7 +433,6 @@ fn image_attributes_matched(filters: &[EventPattern]) -> Option<Vec<String>> {
                 "dynamodb" => {
                     for (field, inner) in value.as_object()? {
                         match field.as_str() {
-                            "SequenceNumber" => {}
                             "NewImage" => {
                                 for (name, _) in inner.as_object()? {
                                     if name == "$or" {
@@ -424,9 +474,9 @@ pub(crate) async fn relay_once(
     };
     // What Lambda gets from a DynamoDB stream, filtered by the template's FilterCriteria.
     let event = StreamEvent {
-        records: records
+        records: stream
+            .keep_passing(records)
             .into_iter()
-            .filter(|r| stream.passes(r.seq, &r.new_image))
             .map(|r| closedloop_core::outbox::StreamRecord {
                 event_name: "INSERT".into(),
                 dynamodb: StreamPayload {
@@ -550,7 +600,6 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use closedloop_core::store::Value;
 
     fn image(entity: &str) -> Item {
         let mut item = closedloop_core::store::Key::new("T#acme#OUTBOX", "E1").to_item();
@@ -582,6 +631,36 @@ mod tests {
         assert!(!feed.passes(2, &image("review")));
     }
 
+    /// A batch is filtered as record-by-record matching would, deciding once per run of
+    /// records that agree on the filtered attributes.
+    #[test]
+    fn a_batch_keeps_what_each_record_would_pass() {
+        let feed = StreamFeed::new(vec![
+            r#"{"dynamodb": {"NewImage": {"entity": {"S": ["outbox"]}}}}"#
+                .parse()
+                .expect("pattern"),
+        ]);
+        let entities = [
+            "outbox", "outbox", "review", "review", "outbox", "ticket", "outbox",
+        ];
+        let records: Vec<StreamRecord> = entities
+            .iter()
+            .enumerate()
+            .map(|(i, entity)| StreamRecord {
+                seq: i as u64 + 1,
+                new_image: Arc::new(image(entity)),
+            })
+            .collect();
+        let one_by_one: Vec<u64> = records
+            .iter()
+            .filter(|r| feed.passes(r.seq, &r.new_image))
+            .map(|r| r.seq)
+            .collect();
+        let kept: Vec<u64> = feed.keep_passing(records).iter().map(|r| r.seq).collect();
+        assert_eq!(kept, one_by_one);
+        assert_eq!(kept, [1, 2, 5, 7]);
+    }
+
     /// A filter on anything besides the new image's attributes is matched on the whole record.
     #[test]
     fn other_filters_see_the_whole_record() {
@@ -590,6 +669,10 @@ mod tests {
                 .parse()
                 .expect("pattern");
         assert_eq!(image_attributes_matched(&[on_keys]), None);
+        let on_sequence: EventPattern = r#"{"dynamodb": {"SequenceNumber": [{"prefix": "1"}]}}"#
+            .parse()
+            .expect("pattern");
+        assert_eq!(image_attributes_matched(&[on_sequence]), None);
         let on_event: EventPattern =
             r#"{"dynamodb": {"NewImage": {"event": {"S": [{"prefix": "{\"big"}]}}}}"#
                 .parse()

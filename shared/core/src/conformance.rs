@@ -127,6 +127,8 @@ pub mod store {
         let p = prefix();
         let got = ok(store.get(&Key::new(format!("{p}#P"), "NOPE")).await, "get");
         assert_eq!(got, None);
+        let shared = store.get_shared(&Key::new(format!("{p}#P"), "NOPE")).await;
+        assert_eq!(ok(shared, "get_shared"), None);
     }
 
     /// A put replaces the whole item: attributes it does not name are gone.
@@ -140,6 +142,12 @@ pub mod store {
         let second = item(&format!("{p}#P"), "A", [("a", Value::n(3))]);
         ok(store.put(first, None).await, "first put");
         ok(store.put(second.clone(), None).await, "second put");
+        let shared = ok(store.get_shared(&key_of(&second)).await, "get_shared");
+        assert_eq!(
+            shared.as_deref(),
+            Some(&second),
+            "get_shared reads the same item"
+        );
         assert_eq!(ok(store.get(&key_of(&second)).await, "get"), Some(second));
     }
 

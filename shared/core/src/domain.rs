@@ -29,6 +29,11 @@ pub struct Email(String);
 impl Email {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let s = s.trim();
+        Self::check(s)?;
+        Ok(Email(s.to_string()))
+    }
+    /// Whether a trimmed address is valid.
+    fn check(s: &str) -> Result<(), DomainError> {
         let bad = || DomainError::InvalidEmail(s.chars().take(80).collect());
         if s.len() > 254
             || s.chars()
@@ -47,7 +52,7 @@ impl Email {
         {
             return Err(bad());
         }
-        Ok(Email(s.to_string()))
+        Ok(())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -56,8 +61,13 @@ impl Email {
 
 impl TryFrom<String> for Email {
     type Error = DomainError;
+    /// Keeps the string it checked when there is nothing to trim (as when reading a record).
     fn try_from(s: String) -> Result<Self, DomainError> {
-        Email::parse(&s)
+        if s.trim().len() != s.len() {
+            return Email::parse(&s);
+        }
+        Email::check(&s)?;
+        Ok(Email(s))
     }
 }
 impl From<Email> for String {
@@ -151,7 +161,7 @@ impl CsatValue {
             _ => Err(DomainError::InvalidCsat(s.chars().take(20).collect())),
         }
     }
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             CsatValue::Positive => "positive",
             CsatValue::Neutral => "neutral",
@@ -412,6 +422,7 @@ pub struct TicketSnapshot {
     /// Whether an agent has replied to the customer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered: Option<bool>,
+    #[serde(with = "crate::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -451,8 +462,11 @@ pub struct SurveyRequest {
     pub tenant_id: TenantId,
     pub kind: SurveyKind,
     pub ticket: TicketSnapshot,
+    // Read on every click (chrono's times, without chrono's parser).
+    #[serde(with = "crate::rfc3339")]
     pub due_at: DateTime<Utc>,
     pub status: SurveyStatus,
+    #[serde(with = "crate::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -476,7 +490,10 @@ pub struct Review {
     pub contact_id: Option<ContactId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<AccountId>,
+    // Written twice and read on every click: chrono's text, without chrono's formatter.
+    #[serde(with = "crate::rfc3339")]
     pub recorded_at: DateTime<Utc>,
+    #[serde(with = "crate::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Set when the review came from a survey provider's webhook rather than a rating link.
     #[serde(default, skip_serializing_if = "Option::is_none")]

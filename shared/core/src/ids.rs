@@ -17,6 +17,10 @@ pub struct TenantId(String);
 
 impl TenantId {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
+        Self::check(s)?;
+        Ok(TenantId(s.to_string()))
+    }
+    fn check(s: &str) -> Result<(), InvalidId> {
         let bad = |reason: &str| InvalidId {
             kind: "tenant id",
             reason: reason.to_string(),
@@ -33,7 +37,7 @@ impl TenantId {
         {
             return Err(bad("may hold only lowercase letters, digits and '-'"));
         }
-        Ok(TenantId(s.to_string()))
+        Ok(())
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -50,6 +54,10 @@ macro_rules! external_id {
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, InvalidId> {
+                Self::check(s)?;
+                Ok($name(s.to_string()))
+            }
+            fn check(s: &str) -> Result<(), InvalidId> {
                 let bad = |reason: &str| InvalidId {
                     kind: $kind,
                     reason: reason.to_string(),
@@ -60,7 +68,7 @@ macro_rules! external_id {
                 if s.contains('#') || s.chars().any(|c| c.is_control()) {
                     return Err(bad("may not contain '#' or control characters"));
                 }
-                Ok($name(s.to_string()))
+                Ok(())
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -77,11 +85,32 @@ external_id!(AccountId, "account id");
 /// Identifiers minted by closedloop: ULIDs, so they sort by creation time.
 macro_rules! ulid_id {
     ($name:ident, $kind:literal) => {
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-        )]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(ulid::Ulid);
+
+        /// The 26-character text, written from a buffer and read from the borrowed input
+        /// (no `String` either way).
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.0.array_to_str(&mut [0; ulid::ULID_LEN]))
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<$name, E> {
+                        $name::parse(s).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
+            }
+        }
 
         impl $name {
             pub fn new() -> Self {
@@ -135,8 +164,10 @@ macro_rules! string_conversions {
     ($($name:ident),*) => {$(
         impl TryFrom<String> for $name {
             type Error = InvalidId;
+            /// Keeps the string it checked (deserialising reads one already).
             fn try_from(s: String) -> Result<Self, InvalidId> {
-                Self::parse(&s)
+                Self::check(&s)?;
+                Ok($name(s))
             }
         }
         impl From<$name> for String {
@@ -183,5 +214,36 @@ mod tests {
         let back: RuleId = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(r, back);
         assert!(serde_json::from_str::<RuleId>("\"nope\"").is_err());
+    }
+
+    /// ULID ids read from text as they always did: from JSON, from a `Value`, escaped, and
+    /// with the same errors.
+    #[test]
+    fn ulid_ids_read_every_kind_of_json_string() {
+        let id = SurveyRequestId::new();
+        let text = id.ulid().to_string();
+        let escaped = format!("\"\\u00{:x}{}\"", text.as_bytes()[0], &text[1..]);
+        assert_eq!(
+            serde_json::from_str::<SurveyRequestId>(&escaped).unwrap(),
+            id
+        );
+        assert_eq!(
+            serde_json::from_value::<SurveyRequestId>(serde_json::Value::String(text.clone()))
+                .unwrap(),
+            id
+        );
+        assert_eq!(serde_json::to_value(id).unwrap(), serde_json::json!(text));
+        let wrong = serde_json::from_str::<SurveyRequestId>("\"nope\"").unwrap_err();
+        assert!(
+            wrong
+                .to_string()
+                .contains("survey request id must be a ULID"),
+            "{wrong}"
+        );
+        let not_text = serde_json::from_str::<CaseId>("7").unwrap_err();
+        assert!(
+            not_text.to_string().contains("expected a string"),
+            "{not_text}"
+        );
     }
 }

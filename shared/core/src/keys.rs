@@ -8,7 +8,7 @@ use crate::store::Key;
 
 /// Fixed-width UTC timestamps, so sort-key order is time order.
 pub fn sortable_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::rfc3339::format(&t, SecondsFormat::Millis)
 }
 
 /// Reads back a [`sortable_time`].
@@ -19,7 +19,25 @@ pub fn parse_sortable_time(s: &str) -> Option<DateTime<Utc>> {
 }
 
 pub fn tenant_prefix(tenant: &TenantId) -> String {
-    format!("T#{}", tenant.as_str())
+    tenant_key(tenant, &[])
+}
+
+/// `T#<tenant>` and then `parts`, in one allocation: a click builds half a dozen keys.
+fn tenant_key(tenant: &TenantId, parts: &[&str]) -> String {
+    let len = 2 + tenant.as_str().len() + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut key = String::with_capacity(len);
+    key.push_str("T#");
+    key.push_str(tenant.as_str());
+    for part in parts {
+        key.push_str(part);
+    }
+    key
+}
+
+/// `T#<tenant>#SURVEY#<id>`, the partition of a rating request and its review.
+fn survey_partition(tenant: &TenantId, id: SurveyRequestId) -> String {
+    let mut text = [0; ulid::ULID_LEN];
+    tenant_key(tenant, &["#SURVEY#", id.ulid().array_to_str(&mut text)])
 }
 
 /// The tenant record, also listed in GSI1 under `TENANTS` for the sweeps.
@@ -69,7 +87,7 @@ pub fn first_customer_message(tenant: &TenantId, ticket: &TicketId) -> Key {
 }
 
 pub fn survey_request(tenant: &TenantId, id: SurveyRequestId) -> Key {
-    Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REQUEST")
+    Key::new(survey_partition(tenant, id), "REQUEST")
 }
 
 /// A contact who asked for no more rating requests from this tenant, by lower-cased address.
@@ -91,15 +109,15 @@ pub fn surveys_due_index(tenant: &TenantId) -> String {
 
 /// GSI1 partition of reviews still inside their change window, sorted by when they settle.
 pub fn reviews_settling_index(tenant: &TenantId) -> String {
-    format!("{}#REVIEWS_SETTLING", tenant_prefix(tenant))
+    tenant_key(tenant, &["#REVIEWS_SETTLING"])
 }
 
 pub fn review(tenant: &TenantId, id: SurveyRequestId) -> Key {
-    Key::new(format!("{}#SURVEY#{id}", tenant_prefix(tenant)), "REVIEW")
+    Key::new(survey_partition(tenant, id), "REVIEW")
 }
 
 pub fn outbox_partition(tenant: &TenantId) -> String {
-    format!("{}#OUTBOX", tenant_prefix(tenant))
+    tenant_key(tenant, &["#OUTBOX"])
 }
 
 pub fn webhook_delivery(tenant: &TenantId, source: &str, delivery_id: &str) -> Key {
@@ -253,6 +271,20 @@ mod tests {
         let (sa, sb, sc) = (sortable_time(a), sortable_time(b), sortable_time(c));
         assert_eq!(sa, "2026-01-02T03:04:05.000Z");
         assert!(sa < sb && sb < sc);
+    }
+
+    #[test]
+    fn the_keys_a_click_builds_read_as_they_always_did() {
+        let t = TenantId::parse("acme-msp").unwrap();
+        let id = SurveyRequestId::new();
+        assert_eq!(survey_request(&t, id).pk, format!("T#acme-msp#SURVEY#{id}"));
+        assert_eq!(
+            review(&t, id),
+            Key::new(format!("T#acme-msp#SURVEY#{id}"), "REVIEW")
+        );
+        assert_eq!(outbox_partition(&t), "T#acme-msp#OUTBOX");
+        assert_eq!(reviews_settling_index(&t), "T#acme-msp#REVIEWS_SETTLING");
+        assert_eq!(tenant_prefix(&t), "T#acme-msp");
     }
 
     #[test]

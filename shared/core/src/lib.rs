@@ -23,6 +23,7 @@ pub mod ratings;
 pub mod records;
 pub mod relay;
 pub mod rules;
+pub mod rfc3339;
 pub mod scanners;
 pub mod signature;
 pub mod sources;

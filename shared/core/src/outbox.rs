@@ -2,8 +2,10 @@
 //! transaction; the outbox items are then published by `event-relay` from the table's stream
 //! (or, locally, from the embedded store's stream). Consumers are idempotent on the event id.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::EventEnvelope;
 use crate::keys;
@@ -16,6 +18,20 @@ pub const OUTBOX_RETENTION_DAYS: i64 = 7;
 
 /// The put that records `event` in the outbox (guarded so an event id is written once).
 pub fn outbox_put(event: &EventEnvelope, now: DateTime<Utc>) -> WriteOp {
+    outbox_item(event, crate::records::to_json(event), now)
+}
+
+/// [`outbox_put`] for `event` carrying `data` (in place of `event.data`), written straight
+/// from its type: for payloads built on every request, such as a click's review.
+pub fn outbox_put_with<T: Serialize + ?Sized>(
+    event: &EventEnvelope,
+    data: &T,
+    now: DateTime<Utc>,
+) -> WriteOp {
+    outbox_item(event, event.to_json_with_data(data), now)
+}
+
+fn outbox_item(event: &EventEnvelope, json: String, now: DateTime<Utc>) -> WriteOp {
     let key = Key::new(
         keys::outbox_partition(&event.tenant_id),
         event.event_id.to_string(),
@@ -23,10 +39,7 @@ pub fn outbox_put(event: &EventEnvelope, now: DateTime<Utc>) -> WriteOp {
     let mut item = key.to_item();
     item.insert("entity".into(), Value::s(OUTBOX_ENTITY));
     item.insert("event_type".into(), Value::s(event.event_type.as_str()));
-    item.insert(
-        "event".into(),
-        Value::S(serde_json::to_string(event).expect("envelopes serialise")),
-    );
+    item.insert("event".into(), Value::S(json));
     item.insert(
         TTL_ATTRIBUTE.into(),
         Value::n((now + Duration::days(OUTBOX_RETENTION_DAYS)).timestamp()),
@@ -69,8 +82,9 @@ pub struct StreamRecord {
 pub struct StreamPayload {
     #[serde(rename = "SequenceNumber", default)]
     pub sequence_number: String,
+    /// Shared: the embedded store hands the relay its own copy of the outbox item.
     #[serde(rename = "NewImage", default)]
-    pub new_image: Option<Item>,
+    pub new_image: Option<Arc<Item>>,
 }
 
 #[cfg(test)]

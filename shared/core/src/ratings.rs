@@ -1,5 +1,7 @@
 //! One-click ratings from signed links.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
@@ -8,12 +10,12 @@ use crate::domain::{
 use crate::due::DueItems;
 use crate::event::{EventEnvelope, EventType};
 use crate::keys;
-use crate::outbox::outbox_put;
+use crate::outbox::{outbox_put, outbox_put_with};
 use crate::records::{read_record, record_item};
 use crate::scanners::BURST_SECONDS;
 use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
 use crate::surveys;
-use crate::tenancy::{self, TenancyError};
+use crate::tenancy::{self, SettingsCache, TenancyError};
 use crate::tokens::{TokenError, TokenKeyring};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     pub request: SurveyRequest,
-    pub settings: TenantSettings,
+    pub settings: Arc<TenantSettings>,
     /// The answer as stored, or as proposed when the outcome is not `Saved`.
     pub review: Review,
     pub outcome: Outcome,
@@ -81,15 +83,24 @@ const WRITE_ATTEMPTS: usize = 3;
 struct Answering {
     claims: crate::tokens::RatingClaims,
     request: SurveyRequest,
-    settings: TenantSettings,
+    settings: Arc<TenantSettings>,
+}
+
+/// What answering a link needs besides the store: the keys that verify its token and the
+/// tenants' settings (cached: a click reads them every time).
+#[derive(Clone, Copy)]
+pub struct Links<'a> {
+    pub keyring: &'a TokenKeyring,
+    pub settings: &'a SettingsCache,
 }
 
 async fn answering(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Answering, RatingError> {
+    let keyring = links.keyring;
     let claims = keyring.verify(token, now)?;
     let request = surveys::get_request(store, &claims.tenant, claims.survey_request)
         .await?
@@ -97,7 +108,7 @@ async fn answering(
     if request.status == SurveyStatus::Cancelled {
         return Err(RatingError::Withdrawn);
     }
-    let settings = tenancy::get_settings(store, &claims.tenant).await?;
+    let settings = links.settings.get(store, &claims.tenant).await?;
     Ok(Answering {
         claims,
         request,
@@ -134,7 +145,7 @@ fn new_review(request: &SurveyRequest, rating: Rating, now: DateTime<Utc>) -> Re
 /// offered for confirmation.
 pub async fn preview(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Recorded, RatingError> {
@@ -142,7 +153,7 @@ pub async fn preview(
         claims,
         request,
         settings,
-    } = answering(store, keyring, now, token).await?;
+    } = answering(store, links, now, token).await?;
     let rating = parse_rating(&request, &claims.value)?;
     let stored = store.get(&keys::review(&claims.tenant, request.id)).await?;
     let counted = stored
@@ -164,11 +175,11 @@ pub async fn preview(
 /// Verifies the token and records the rating it names (a link click).
 pub async fn record_click(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Recorded, RatingError> {
-    submit(store, keyring, now, token, Via::Link, None, None).await
+    submit(store, links, now, token, Via::Link, None, None).await
 }
 
 /// Verifies the token, then records the rating (the form's choice, else the token's) and the
@@ -180,7 +191,7 @@ pub async fn record_click(
 /// settled answer changes only through the form.
 pub async fn submit(
     store: &dyn ItemStore,
-    keyring: &TokenKeyring,
+    links: Links<'_>,
     now: DateTime<Utc>,
     token: &str,
     via: Via,
@@ -191,7 +202,7 @@ pub async fn submit(
         claims,
         request,
         settings,
-    } = answering(store, keyring, now, token).await?;
+    } = answering(store, links, now, token).await?;
     let rating = parse_rating(&request, value.unwrap_or(&claims.value))?;
     let comment = comment
         .map(Comment::parse)
@@ -201,13 +212,12 @@ pub async fn submit(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let previous_item = store.get(&key).await?;
-        let previous: Option<Review> = previous_item.as_ref().map(read_record).transpose()?;
-        let attr = |name: &str| previous_item.as_ref().and_then(|i| i.str_attr(name));
+        let shared = store.get_shared(&key).await?;
+        let previous_item = shared.as_deref();
+        let previous: Option<Review> = previous_item.map(read_record).transpose()?;
+        let attr = |name: &str| previous_item.and_then(|i| i.str_attr(name));
         // Set once review.received went out; from then on the review has settled.
-        let received_at = previous_item
-            .as_ref()
-            .and_then(|i| i.get(RECEIVED_AT).cloned());
+        let received_at = previous_item.and_then(|i| i.get(RECEIVED_AT).cloned());
         let was_held = attr(CONFIRMATION) == Some("held");
         let differs = previous.as_ref().is_some_and(|p| p.rating != rating);
         let last_link_click = attr(LINK_CLICKED_AT).and_then(keys::parse_sortable_time);
@@ -300,22 +310,31 @@ pub async fn submit(
         if burst {
             // Held answers leave the settling index and publish nothing until confirmed.
         } else {
+            // The payloads are written straight from the review (no `Value` for them): this
+            // runs on every click.
             let event = EventEnvelope::new_root(
                 claims.tenant.clone(),
                 EventType::ReviewRecorded,
                 now,
-                serde_json::json!({ "review": review, "previous_rating": previous.as_ref().filter(|_| !was_held).map(|p| p.rating) }),
+                serde_json::Value::Null,
             );
-            writes.push(outbox_put(&event, now));
+            let previous_rating = previous.as_ref().filter(|_| !was_held).map(|p| p.rating);
+            writes.push(outbox_put_with(
+                &event,
+                &ReviewPayload {
+                    previous_rating: Some(previous_rating),
+                    review: &review,
+                },
+                now,
+            ));
             // review.received or review.comment_added, caused by this review.recorded.
             let follow_up = |event_type| {
-                let follow = event.caused(
-                    event_type,
-                    now,
-                    None,
-                    serde_json::json!({ "review": review }),
-                );
-                outbox_put(&follow, now)
+                let follow = event.caused(event_type, now, None, serde_json::Value::Null);
+                let data = ReviewPayload {
+                    previous_rating: None,
+                    review: &review,
+                };
+                outbox_put_with(&follow, &data, now)
             };
             match received_at {
                 Some(at) => {
@@ -348,11 +367,13 @@ pub async fn submit(
                         );
                         item.insert(
                             Index::Gsi1.sk_attribute().into(),
-                            Value::S(format!(
-                                "{}#{}",
-                                keys::sortable_time(now + window),
-                                request.id
-                            )),
+                            Value::S({
+                                let mut id = [0; ulid::ULID_LEN];
+                                let mut sk = keys::sortable_time(now + window);
+                                sk.push('#');
+                                sk.push_str(request.id.ulid().array_to_str(&mut id));
+                                sk
+                            }),
                         );
                     }
                 }
@@ -377,6 +398,14 @@ pub async fn submit(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `{"review": ...}`, plus `previous_rating` (null if none) for review.recorded.
+#[derive(serde::Serialize)]
+struct ReviewPayload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_rating: Option<Option<Rating>>,
+    review: &'a Review,
 }
 
 /// Emits `review.received` for every review whose change window has ended, once each: the

@@ -2,6 +2,10 @@
 //! within a second, to look for malware; they must not create ratings. See
 //! `docs/rating-links.md` for the whole set of heuristics.
 
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
+
 /// Two different choices of one email clicked closer together than this look machine-made.
 pub const BURST_SECONDS: i64 = 10;
 
@@ -77,18 +81,35 @@ const MACHINE_AGENT_FRAGMENTS: &[&str] = &[
     "powershell",
 ];
 
+/// All of [`MACHINE_AGENT_FRAGMENTS`] at once, ignoring ASCII case: one pass over the user
+/// agent on every click instead of one search per fragment.
+static MACHINE_AGENTS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(MACHINE_AGENT_FRAGMENTS)
+        .expect("the fragments build an automaton")
+});
+
 /// Why a request looks machine-made from its user agent alone, if it does.
 pub fn machine_user_agent(user_agent: Option<&str>) -> Option<&'static str> {
     let Some(agent) = user_agent.map(str::trim).filter(|a| !a.is_empty()) else {
         return Some("no user agent");
     };
-    let agent = agent.to_ascii_lowercase();
-    if let Some(fragment) = MACHINE_AGENT_FRAGMENTS.iter().find(|f| agent.contains(*f)) {
-        return Some(fragment);
+    if MACHINE_AGENTS.is_match(agent) {
+        // The reason is the first fragment in list order, as it always was (rare: machines).
+        let agent = agent.to_ascii_lowercase();
+        return MACHINE_AGENT_FRAGMENTS
+            .iter()
+            .find(|f| agent.contains(*f))
+            .copied();
     }
     // Every browser and mail app in use sends a Mozilla/5.0 token; scanners that invent their
     // own names do not.
-    if !agent.starts_with("mozilla/") {
+    if !agent
+        .as_bytes()
+        .get(..8)
+        .is_some_and(|start| start.eq_ignore_ascii_case(b"mozilla/"))
+    {
         return Some("not a browser");
     }
     None
@@ -97,6 +118,49 @@ pub fn machine_user_agent(user_agent: Option<&str>) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check as it was written first: lower-case, then each fragment in turn.
+    fn one_by_one(user_agent: Option<&str>) -> Option<&'static str> {
+        let Some(agent) = user_agent.map(str::trim).filter(|a| !a.is_empty()) else {
+            return Some("no user agent");
+        };
+        let agent = agent.to_ascii_lowercase();
+        if let Some(fragment) = MACHINE_AGENT_FRAGMENTS.iter().find(|f| agent.contains(*f)) {
+            return Some(fragment);
+        }
+        if !agent.starts_with("mozilla/") {
+            return Some("not a browser");
+        }
+        None
+    }
+
+    #[test]
+    fn one_pass_gives_the_same_reason_as_one_search_per_fragment() {
+        let mut agents: Vec<String> = vec![
+            "  Mozilla/5.0 (X11) ".into(),
+            "MOZILLA/5.0".into(),
+            "Mozilla/".into(),
+            "Mozill".into(),
+            "Möżilla/5.0".into(),
+            "\u{e9}Mozilla/5.0 Baiduspider and spider".into(),
+            "Mozilla/5.0 (compatible; BaiduSpider/2.0)".into(),
+        ];
+        for fragment in MACHINE_AGENT_FRAGMENTS {
+            agents.push(format!(
+                "Mozilla/5.0 ({}) Safari",
+                fragment.to_ascii_uppercase()
+            ));
+            agents.push(format!("{fragment}é"));
+            agents.push(fragment[1..].to_string());
+        }
+        for agent in &agents {
+            assert_eq!(
+                machine_user_agent(Some(agent)),
+                one_by_one(Some(agent)),
+                "{agent}"
+            );
+        }
+    }
 
     #[test]
     fn phones_desktops_and_mail_apps_are_people() {

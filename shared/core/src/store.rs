@@ -18,6 +18,7 @@
 //!   (`validate_*` below), so the embedded store cannot accept what production rejects.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -402,6 +403,11 @@ impl StoreError {
 #[async_trait]
 pub trait ItemStore: Send + Sync {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+    /// [`ItemStore::get`] for a caller that only reads the item: an adapter that keeps items
+    /// shared (the embedded store) hands out its own copy instead of cloning every attribute.
+    async fn get_shared(&self, key: &Key) -> Result<Option<Arc<Item>>, StoreError> {
+        Ok(self.get(key).await?.map(Arc::new))
+    }
     /// Writes the whole item (it must hold `PK` and `SK`), replacing any previous one.
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Applies the update and returns the item as it is afterwards (ALL_NEW).
@@ -491,14 +497,16 @@ pub fn is_valid_number(n: &str) -> bool {
     if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
         return false;
     }
-    let significant: String = format!("{int}{}", frac.unwrap_or(""));
-    let significant = significant.trim_start_matches('0');
-    let significant = if frac.is_some() {
-        significant.trim_end_matches('0')
-    } else {
-        significant
+    // Leading zeros never count, trailing ones only in a fraction (without allocating: every
+    // outbox item's TTL is checked).
+    let all = || int.bytes().chain(frac.unwrap_or("").bytes());
+    let total = int.len() + frac.map_or(0, str::len);
+    let leading = all().take_while(|&b| b == b'0').count();
+    let trailing = match frac {
+        Some(_) if leading < total => all().rev().take_while(|&b| b == b'0').count(),
+        _ => 0,
     };
-    significant.len() <= 38
+    total - leading - trailing <= 38
 }
 
 /// The size DynamoDB charges for an item: attribute names plus values, numbers at about one
@@ -626,7 +634,8 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
             ops.len()
         )));
     }
-    let mut seen = std::collections::HashSet::new();
+    // At most 100 keys, usually 2 or 3: comparing them beats hashing them.
+    let mut seen: Vec<Key> = Vec::with_capacity(ops.len());
     for op in ops {
         let (key, condition) = match op {
             WriteOp::Put { item, condition } => (validate_item(item)?, condition.as_ref()),
@@ -645,12 +654,13 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
         if let Some(condition) = condition {
             validate_condition(condition)?;
         }
-        if !seen.insert(key.clone()) {
+        if seen.contains(&key) {
             return Err(StoreError::Invalid(format!(
                 "a transaction cannot touch one item twice ({}/{})",
                 key.pk, key.sk
             )));
         }
+        seen.push(key);
     }
     Ok(())
 }
@@ -658,6 +668,44 @@ pub fn validate_transaction(ops: &[WriteOp]) -> Result<(), StoreError> {
 #[cfg(test)]
 mod validation_tests {
     use super::*;
+
+    /// The significant-digit count, as first written (with a String).
+    fn significant_digits(int: &str, frac: Option<&str>) -> usize {
+        let significant: String = format!("{int}{}", frac.unwrap_or(""));
+        let significant = significant.trim_start_matches('0');
+        let significant = if frac.is_some() {
+            significant.trim_end_matches('0')
+        } else {
+            significant
+        };
+        significant.len()
+    }
+
+    #[test]
+    fn numbers_count_significant_digits_as_before() {
+        let parts = [
+            "",
+            "0",
+            "00",
+            "1",
+            "10",
+            "01",
+            "010",
+            &"0".repeat(40),
+            &"9".repeat(38),
+        ];
+        for int in parts.iter().filter(|p| !p.is_empty()) {
+            for frac in parts.iter().map(|f| Some(*f)).chain([None]) {
+                let text = match frac {
+                    Some(f) => format!("{int}.{f}"),
+                    None => int.to_string(),
+                };
+                let expected =
+                    !frac.is_some_and(str::is_empty) && significant_digits(int, frac) <= 38;
+                assert_eq!(is_valid_number(&text), expected, "{text}");
+            }
+        }
+    }
 
     #[test]
     fn numbers() {

@@ -569,7 +569,7 @@ pub async fn get_request(
     id: SurveyRequestId,
 ) -> Result<Option<SurveyRequest>, StoreError> {
     store
-        .get(&keys::survey_request(tenant, id))
+        .get_shared(&keys::survey_request(tenant, id))
         .await?
         .map(|item| read_request(&item))
         .transpose()

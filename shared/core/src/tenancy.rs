@@ -4,6 +4,11 @@
 //! the tenant in the key decides which partition is read, so a key can never reach another
 //! tenant's data, and the hash is compared in constant time.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
@@ -174,11 +179,91 @@ pub async fn get_settings(
     tenant: &TenantId,
 ) -> Result<TenantSettings, TenancyError> {
     let item = store
-        .get(&keys::settings(tenant))
+        .get_shared(&keys::settings(tenant))
         .await?
         .ok_or_else(|| TenancyError::NotFound(tenant.clone()))?;
     let json = item.str_attr("settings").unwrap_or("{}");
     serde_json::from_str(json).map_err(|e| TenancyError::Corrupt(tenant.clone(), e.to_string()))
+}
+
+/// How long a [`SettingsCache`] serves a tenant's settings before reading them again: how
+/// stale another process's copy can be after the settings change.
+pub const SETTINGS_TTL: Duration = Duration::from_secs(5);
+/// Past this many tenants, expired entries are dropped when a new one is added.
+const SETTINGS_CACHE_TENANTS: usize = 1024;
+
+/// Each tenant's parsed settings, for a few seconds, for paths that need them on every request
+/// (a rating click). Entries are per tenant; an [`SettingsCache::invalidate`] (the admin API
+/// calls it after saving settings) is seen at once by everything that shares this cache,
+/// so in the local runner an edit shows on the next click. Another process with its own cache
+/// (another Lambda instance) may serve the old settings for up to [`SETTINGS_TTL`].
+#[derive(Debug)]
+pub struct SettingsCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<TenantId, (Instant, Arc<TenantSettings>)>>,
+    /// Bumped by every invalidation, so a read that raced one does not cache what it read.
+    generation: AtomicU64,
+}
+
+impl Default for SettingsCache {
+    fn default() -> Self {
+        Self::new(SETTINGS_TTL)
+    }
+}
+
+impl SettingsCache {
+    pub fn new(ttl: Duration) -> Self {
+        SettingsCache {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The tenant's settings: cached if read within the TTL, else read from the store.
+    pub async fn get(
+        &self,
+        store: &dyn ItemStore,
+        tenant: &TenantId,
+    ) -> Result<Arc<TenantSettings>, TenancyError> {
+        if let Some((read_at, settings)) = self.read().get(tenant)
+            && read_at.elapsed() < self.ttl
+        {
+            return Ok(settings.clone());
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let read_at = Instant::now();
+        let settings = Arc::new(get_settings(store, tenant).await?);
+        let mut entries = self.write();
+        if self.generation.load(Ordering::Acquire) == generation {
+            if entries.len() >= SETTINGS_CACHE_TENANTS {
+                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            }
+            entries.insert(tenant.clone(), (read_at, settings.clone()));
+        }
+        Ok(settings)
+    }
+
+    /// Forgets the tenant's settings (after they were changed), here and for any read of them
+    /// already under way.
+    pub fn invalidate(&self, tenant: &TenantId) {
+        let mut entries = self.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.remove(tenant);
+    }
+
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, (Instant, Arc<TenantSettings>)>> {
+        // Entries are replaced whole, so a panic elsewhere cannot leave one half-written.
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, (Instant, Arc<TenantSettings>)>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Replaces the settings; the caller has validated them.

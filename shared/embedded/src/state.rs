@@ -28,12 +28,13 @@ pub(crate) enum Op {
         consumer: String,
         seq: u64,
     },
-    /// Compaction only: an item restored as it was, without a stream record.
-    Restore(Item),
+    /// Compaction only: an item restored as it was, without a stream record. Shared, so a
+    /// snapshot is written from the live items without copying them.
+    Restore(Arc<Item>),
     /// Compaction only: a stream record restored with its sequence number.
     RestoreStream {
         seq: u64,
-        image: Item,
+        image: Arc<Item>,
     },
     /// Compaction only: the stream's high-water mark (kept even when every record is trimmed).
     StreamSeq(u64),
@@ -59,7 +60,11 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn get(&self, key: &Key) -> Option<&Item> {
-        self.partitions.get(&key.pk)?.get(&key.sk).map(Arc::as_ref)
+        self.get_shared(key).map(Arc::as_ref)
+    }
+
+    pub(crate) fn get_shared(&self, key: &Key) -> Option<&Arc<Item>> {
+        self.partitions.get(&key.pk)?.get(&key.sk)
     }
 
     pub(crate) fn item_count(&self) -> usize {
@@ -74,11 +79,11 @@ impl State {
         self.checkpoints.get(consumer).copied().unwrap_or(0)
     }
 
-    pub(crate) fn stream_after(&self, after: u64, limit: usize) -> Vec<(u64, Item)> {
+    pub(crate) fn stream_after(&self, after: u64, limit: usize) -> Vec<(u64, Arc<Item>)> {
         self.stream
             .range((Excluded(after), Unbounded))
             .take(limit)
-            .map(|(seq, image)| (*seq, Item::clone(image)))
+            .map(|(seq, image)| (*seq, image.clone()))
             .collect()
     }
 
@@ -116,7 +121,7 @@ impl State {
             }
             Op::Restore(item) => {
                 if let Some(key) = item.key() {
-                    self.insert(key, Arc::new(item));
+                    self.insert(key, item);
                 }
             }
             Op::Delete(key) => {
@@ -129,7 +134,7 @@ impl State {
                 self.checkpoints.insert(consumer, seq);
             }
             Op::RestoreStream { seq, image } => {
-                self.stream.insert(seq, Arc::new(image));
+                self.stream.insert(seq, image);
                 self.last_seq = self.last_seq.max(seq);
             }
             Op::StreamSeq(seq) => self.last_seq = self.last_seq.max(seq),
@@ -334,10 +339,10 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// In an order replay accepts.
     pub(crate) fn ops(&self) -> impl Iterator<Item = Op> + '_ {
-        let items = self.items.iter().map(|item| Op::Restore(Item::clone(item)));
+        let items = self.items.iter().map(|item| Op::Restore(item.clone()));
         let stream = self.stream.iter().map(|(seq, image)| Op::RestoreStream {
             seq: *seq,
-            image: Item::clone(image),
+            image: image.clone(),
         });
         let checkpoints = self
             .checkpoints

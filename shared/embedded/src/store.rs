@@ -119,7 +119,8 @@ pub enum OpenError {
 pub struct StreamRecord {
     /// Increases with every record, never reused.
     pub seq: u64,
-    pub new_image: Item,
+    /// The outbox item itself, shared with the store.
+    pub new_image: Arc<Item>,
 }
 
 /// The embedded item store. Cheap to clone; clones share one store.
@@ -384,8 +385,13 @@ impl JournalStore {
             let queued_to = match &inner.journal {
                 Some(journal) if !line.is_empty() => {
                     let mut queued = journal.queued.lock().unwrap_or_else(|e| e.into_inner());
-                    queued.lines.extend_from_slice(&line);
                     queued.end += line.len() as u64;
+                    // Usually nothing else is queued: hand the line over instead of copying it.
+                    if queued.lines.is_empty() {
+                        queued.lines = std::mem::take(&mut line);
+                    } else {
+                        queued.lines.extend_from_slice(&line);
+                    }
                     queued.last_seq = state.last_seq();
                     Some(queued.end)
                 }
@@ -573,6 +579,7 @@ impl Batch<'_> {
     fn commit(&mut self, ops: Vec<Op>, encoded: Option<Vec<u8>>) {
         if let Some(lines) = self.lines.as_deref_mut() {
             match encoded {
+                Some(line) if lines.is_empty() => *lines = line,
                 Some(line) => lines.extend_from_slice(&line),
                 None => journal::encode_line(&ops, lines),
             }
@@ -593,6 +600,11 @@ impl ItemStore for JournalStore {
         Ok(self.state().get(key).cloned())
     }
 
+    async fn get_shared(&self, key: &Key) -> Result<Option<Arc<Item>>, StoreError> {
+        validate_key(key)?;
+        Ok(self.state().get_shared(key).cloned())
+    }
+
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         let key = validate_item(&item)?;
         if let Some(condition) = &condition {
@@ -600,11 +612,11 @@ impl ItemStore for JournalStore {
         }
         // Encode here, in parallel with other callers: the writer thread is shared.
         let ops = vec![Op::Put(item)];
-        let encoded = self.inner.journal.is_some().then(|| {
-            let mut line = Vec::new();
-            journal::encode_line(&ops, &mut line);
-            line
-        });
+        let encoded = self
+            .inner
+            .journal
+            .is_some()
+            .then(|| journal::encoded_line(&ops));
         self.write(move |batch| {
             if let Some(condition) = &condition {
                 let old = batch.get(&key);
@@ -697,11 +709,8 @@ impl ItemStore for JournalStore {
                         _ => None,
                     })
                     .collect();
-                let encoded = (self.inner.journal.is_some() && !changes.is_empty()).then(|| {
-                    let mut line = Vec::new();
-                    journal::encode_line(&changes, &mut line);
-                    line
-                });
+                let encoded = (self.inner.journal.is_some() && !changes.is_empty())
+                    .then(|| journal::encoded_line(&changes));
                 Ok((changes, encoded))
             };
         self.write(move |batch| {

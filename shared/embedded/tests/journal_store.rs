@@ -114,7 +114,7 @@ async fn new_outbox_items_and_only_those_reach_the_stream() {
         "increasing sequence numbers"
     );
     assert_eq!(
-        records[0].new_image,
+        *records[0].new_image,
         outbox_item("E1"),
         "the new image, as written"
     );
@@ -125,6 +125,7 @@ async fn new_outbox_items_and_only_those_reach_the_stream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn checkpoints_and_trim_survive_a_reopen() {
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let last_seq = {
         let store = JournalStore::open(scratch.db()).expect("open");
@@ -238,7 +239,7 @@ async fn purge_expired_deletes_only_expired_items() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_file_is_used_by_one_store_at_a_time() {
-    let _no_forks = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let first = JournalStore::open(scratch.db()).expect("open");
     match JournalStore::open(scratch.db()) {
@@ -273,7 +274,7 @@ fn the_lock_error_says_what_to_do() {
 async fn acknowledged_writes_survive_a_process_crash() {
     let scratch = Scratch::new();
     let status = {
-        let _forking = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+        let _forking = FORKS.lock().await;
         run_child("write-then-abort", &scratch.db())
     };
     assert!(!status.success(), "the child aborted");
@@ -332,6 +333,7 @@ async fn a_file_that_is_not_a_journal_is_refused_and_left_alone() {
 /// write before it, drops the partial one, and later writes replay after a reopen.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_torn_last_write_is_cut_off_and_everything_before_it_kept() {
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let store = JournalStore::open(scratch.db()).expect("open");
     for sk in ["a", "b", "c"] {
@@ -385,6 +387,7 @@ async fn a_torn_last_write_is_cut_off_and_everything_before_it_kept() {
 /// replay stops there instead of loading a wrong item.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_write_is_not_replayed() {
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let store = JournalStore::open(scratch.db()).expect("open");
     let mut item = plain_item("a");
@@ -407,6 +410,7 @@ async fn a_corrupted_write_is_not_replayed() {
 /// Updates, deletes, transactions and the stream come back identical after a reopen.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_kind_of_write_replays_to_the_same_state() {
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let store = JournalStore::open(scratch.db()).expect("open");
     store.put(plain_item("kept"), None).await.expect("put");
@@ -459,6 +463,7 @@ async fn every_kind_of_write_replays_to_the_same_state() {
 /// including writes made while a compaction ran.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compacted_journal_reopens_to_the_same_state() {
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let options = || StoreOptions {
         compact_after_bytes: 16 * 1024,
@@ -519,6 +524,7 @@ async fn a_compacted_journal_reopens_to_the_same_state() {
 /// compacted when it is opened.
 #[tokio::test(flavor = "multi_thread")]
 async fn opening_a_journal_of_mostly_overwritten_history_compacts_it() {
+    let _no_forks = FORKS.lock().await;
     let scratch = Scratch::new();
     let never = StoreOptions {
         compact_after_bytes: u64::MAX,
@@ -581,9 +587,9 @@ async fn snapshot(store: &JournalStore) -> Vec<Option<Item>> {
 const CHILD_ENV: &str = "CLOSEDLOOP_JOURNAL_STORE_CHILD";
 
 /// A forked child shares the parent's open files until it execs, lock included (flock
-/// semantics), so a test that checks the lock is released on close must not overlap another
-/// test's fork.
-static FORKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// semantics), so a test that checks the lock is released on close, or reopens a store it
+/// closed, must not overlap another test's fork: forking and reopening tests hold this.
+static FORKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const CHILD_SAW_LOCKED: i32 = 42;
 const CRASH_WRITES: usize = 200;
 

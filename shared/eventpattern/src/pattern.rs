@@ -228,24 +228,32 @@ impl FieldPattern {
     fn matches(&self, value: Option<&Value>) -> bool {
         match self {
             Self::Values(matchers) => {
-                let mut leaves = Vec::new();
-                if let Some(value) = value {
-                    collect_leaves(value, &mut leaves);
-                }
-                matchers.iter().any(|matcher| matcher.matches(&leaves))
-            }
-            Self::Nested(pattern) => {
-                let mut objects = Vec::new();
-                if let Some(value) = value {
-                    collect_objects(value, &mut objects);
-                }
-                if objects.is_empty() {
-                    // Nothing to descend into: only `exists: false` leaves can still match.
-                    pattern.matches(&Map::new())
-                } else {
-                    objects.iter().any(|object| pattern.matches(object))
+                let any = |leaves: &[&Value]| matchers.iter().any(|m| m.matches(leaves));
+                // Only arrays need collecting; a single leaf (the usual case) is matched as is.
+                match value {
+                    Some(array @ Value::Array(_)) => {
+                        let mut leaves = Vec::new();
+                        collect_leaves(array, &mut leaves);
+                        any(&leaves)
+                    }
+                    None | Some(Value::Object(_)) => any(&[]),
+                    Some(leaf) => any(&[leaf]),
                 }
             }
+            Self::Nested(pattern) => match value {
+                Some(Value::Object(fields)) => pattern.matches(fields),
+                Some(array @ Value::Array(_)) => {
+                    let mut objects = Vec::new();
+                    collect_objects(array, &mut objects);
+                    if objects.is_empty() {
+                        pattern.matches(&Map::new())
+                    } else {
+                        objects.iter().any(|object| pattern.matches(object))
+                    }
+                }
+                // Nothing to descend into: only `exists: false` leaves can still match.
+                _ => pattern.matches(&Map::new()),
+            },
         }
     }
 }
