@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::get;
 use closedloop_core::domain::TenantSettings;
+use closedloop_core::helpdesk::ConnectorDirectory;
 use closedloop_core::ids::TenantId;
 use closedloop_core::ports::Clock;
 use closedloop_core::store::{ItemStore, StoreError};
@@ -20,6 +21,8 @@ mod webhook_sources;
 pub struct AdminState {
     pub store: Arc<dyn ItemStore>,
     pub clock: Arc<dyn Clock>,
+    /// The tenants' helpdesk connectors (to test one, `POST /admin/v1/connector/test`).
+    pub connectors: Arc<dyn ConnectorDirectory>,
 }
 
 mod agents;
