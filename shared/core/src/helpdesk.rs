@@ -821,6 +821,69 @@ mod tests {
     }
 
     #[test]
+    fn each_vendor_needs_its_own_settings_and_refuses_the_others() {
+        let s = |f: fn(&mut ConnectorSettings)| {
+            let mut x = ConnectorSettings::default();
+            f(&mut x);
+            x
+        };
+        let cw = s(|x| {
+            x.company = Some("acme".into());
+            x.public_key = Some("pub".into());
+            x.client_id = Some("id".into());
+        });
+        assert!(cw.check(ConnectorKind::Connectwise).is_ok());
+        let mut no_key = cw.clone();
+        no_key.public_key = None;
+        assert!(matches!(
+            no_key.check(ConnectorKind::Connectwise),
+            Err(ConnectorConfigError::Invalid {
+                field: "settings.public_key",
+                ..
+            })
+        ));
+        // A Kaseya region set on a ConnectWise connector is a mistake worth saying.
+        let mut region = cw.clone();
+        region.region = Some("emea".into());
+        assert!(region.check(ConnectorKind::Connectwise).is_err());
+        let bms = s(|x| {
+            x.username = Some("u".into());
+            x.company = Some("c".into());
+            x.region = Some("mars".into());
+        });
+        assert!(bms.check(ConnectorKind::KaseyaBms).is_err());
+        assert!(
+            ConnectorSettings::default()
+                .check(ConnectorKind::Freshdesk)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn capabilities_say_what_each_vendor_lacks() {
+        use HelpdeskOperation as O;
+        for kind in ConnectorKind::ALL {
+            // Every vendor can at least note, fetch and flag accounts.
+            for op in [
+                O::AddInternalNote,
+                O::FetchTicket,
+                O::UpsertAccountBlock,
+                O::RemoveAccountBlock,
+            ] {
+                assert!(kind.supports(op), "{kind:?} {op}");
+            }
+        }
+        assert!(!ConnectorKind::Autotask.supports(O::AddTag));
+        assert!(!ConnectorKind::Autotask.supports(O::PublicReply));
+        assert!(!ConnectorKind::KaseyaBms.supports(O::AddTag));
+        assert!(ConnectorKind::Zendesk.supports(O::AddTag));
+        assert_eq!(
+            ConnectorKind::GenericWebhook.capabilities().len(),
+            HelpdeskOperation::ALL.len()
+        );
+    }
+
+    #[test]
     fn only_rate_limits_and_outages_are_transient() {
         assert!(
             ConnectorError::RateLimited {
