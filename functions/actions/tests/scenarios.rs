@@ -139,6 +139,7 @@ async fn world() -> World {
         &tenant,
         ConnectorKind::GenericWebhook,
         &format!("{}/helpdesk", helpdesk.uri()),
+        Default::default(),
         Some(CONNECTOR_SECRET),
         now,
     )

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::get;
 use closedloop_core::domain::TenantSettings;
+use closedloop_core::helpdesk::ConnectorDirectory;
 use closedloop_core::ids::TenantId;
 use closedloop_core::ports::Clock;
 use closedloop_core::store::{ItemStore, StoreError};
@@ -23,6 +24,8 @@ pub struct AdminState {
     /// Forgets a tenant's settings when they are saved, for the rating links that share it
     /// (in one process, as in the local runner; Lambda instances have their own).
     pub settings: Arc<SettingsCache>,
+    /// The tenants' helpdesk connectors (to test one, `POST /admin/v1/connector/test`).
+    pub connectors: Arc<dyn ConnectorDirectory>,
 }
 
 mod agents;

@@ -10,9 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
 use closedloop_core::automation::{self, AutomationError};
+use closedloop_core::helpdesk;
+use closedloop_core::ids::TenantId;
 use closedloop_core::ids::{RuleId, SurveyRequestId};
 use closedloop_core::keys;
 use closedloop_core::records::read_record;
+use closedloop_core::rules::Action;
 use closedloop_core::rules::model::{Field, FieldKind, Op, Trigger};
 use closedloop_core::rules::{RuleError, library, parse_draft, rule_json};
 use closedloop_http::{ApiError, Json};
@@ -39,6 +42,37 @@ pub fn routes() -> Router<AdminState> {
 /// 400 naming the offending path; nothing was saved.
 fn invalid_rule(e: RuleError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_rule", e.to_string()).at(e.path)
+}
+
+/// Refuses a rule whose action the tenant's helpdesk cannot do, naming the vendor (400
+/// `invalid_rule` at `actions[i]`). Without a connected helpdesk there is nothing to check yet.
+async fn check_helpdesk_can(
+    state: &AdminState,
+    tenant: &TenantId,
+    actions: &[Action],
+) -> Result<(), ApiError> {
+    let Some(config) = helpdesk::get_config(state.store.as_ref(), tenant)
+        .await
+        .map_err(store_error)?
+    else {
+        return Ok(());
+    };
+    for (i, action) in actions.iter().enumerate() {
+        if let Some(op) = action.helpdesk_operation()
+            && !config.kind.supports(op)
+        {
+            return Err(invalid_rule(RuleError {
+                path: format!("actions[{i}]"),
+                message: format!(
+                    "{} cannot {} ({}): the tenant's helpdesk has no such operation; remove the action or connect another helpdesk",
+                    config.kind.display_name(),
+                    op.as_str().replace('_', " "),
+                    action.kind()
+                ),
+            }));
+        }
+    }
+    Ok(())
 }
 
 fn automation_error(e: AutomationError) -> ApiError {
@@ -83,6 +117,7 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let draft = parse_draft(&body).map_err(invalid_rule)?;
+    check_helpdesk_can(&state, &tenant, &draft.actions).await?;
     let rule = automation::create_rule(state.store.as_ref(), &tenant, draft, state.clock.now())
         .await
         .map_err(automation_error)?;
@@ -112,6 +147,7 @@ async fn update(
 ) -> Result<Json<JsonValue>, ApiError> {
     let id = rule_id(&id)?;
     let draft = parse_draft(&body).map_err(invalid_rule)?;
+    check_helpdesk_can(&state, &tenant, &draft.actions).await?;
     automation::update_rule(state.store.as_ref(), &tenant, id, draft, state.clock.now())
         .await
         .map(|r| Json(rule_json(&r)))
@@ -272,6 +308,7 @@ async fn add_template(
         })?
     };
     let draft = template.instantiate(&overrides).map_err(invalid_rule)?;
+    check_helpdesk_can(&state, &tenant, &draft.actions).await?;
     let rule = automation::create_rule(state.store.as_ref(), &tenant, draft, state.clock.now())
         .await
         .map_err(automation_error)?;

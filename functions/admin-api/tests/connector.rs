@@ -51,6 +51,10 @@ async fn fixture() -> Fixture {
             store: store.clone(),
             settings: Default::default(),
             clock: Arc::new(SystemClock),
+            connectors: Arc::new(closedloop_connectors::StoreConnectorDirectory::new(
+                store.clone(),
+                closedloop_connectors::http_client(std::time::Duration::from_secs(2)),
+            )),
         }),
         store,
         globex: keys.pop().unwrap(),
@@ -107,10 +111,7 @@ async fn a_connector_is_set_shown_without_its_secret_and_removed() {
             json!({"kind": "generic_webhook", "url": "https://x.example", "secret": "short"}),
             "secret",
         ),
-        (
-            json!({"kind": "zendesk", "url": "https://x.example"}),
-            "kind",
-        ),
+        (json!({"kind": "jira", "url": "https://x.example"}), "kind"),
         (
             json!({"kind": "generic_webhook", "url": "https://x.example", "token": "x"}),
             "token",
@@ -354,4 +355,201 @@ async fn failed_actions_are_listed_redacted_and_retried_only_by_their_tenant() {
     assert_eq!(listed["failed_actions"].as_array().unwrap().len(), 1);
     let (status, _) = call(&f.app, "POST", &retry, &f.acme, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "retried once");
+}
+
+#[tokio::test]
+async fn a_vendor_connector_needs_its_settings_and_credential_and_never_shows_the_secret() {
+    let f = fixture().await;
+    let acme = TenantId::parse("acme").unwrap();
+    let base = json!({"kind": "connectwise", "url": "https://na.myconnectwise.net",
+        "settings": {"company": "acme", "public_key": "pubKEY",
+            "client_id": "0b7b5a8c-1111-2222-3333-444455556666", "ids": {"board_id": 1}}});
+    // Without the private key, without a setting, with a setting another vendor uses: 422,
+    // naming the field, and nothing stored.
+    let mut no_company = base.clone();
+    no_company["settings"]
+        .as_object_mut()
+        .unwrap()
+        .remove("company");
+    no_company["secret"] = json!("privKEY");
+    let mut foreign_setting = no_company.clone();
+    foreign_setting["settings"]["company"] = json!("acme");
+    foreign_setting["settings"]["region"] = json!("emea");
+    for (body, names) in [
+        (base.clone(), "the API member's private key"),
+        (no_company, "settings.company"),
+        (foreign_setting, "settings.region"),
+    ] {
+        let (status, answer) =
+            call(&f.app, "PUT", "/admin/v1/connector", &f.acme, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(names), "{message}");
+    }
+    assert!(
+        helpdesk::get_config(f.store.as_ref(), &acme)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let mut body = base.clone();
+    body["secret"] = json!("privKEY-0123");
+    let (status, created) = call(&f.app, "PUT", "/admin/v1/connector", &f.acme, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert!(
+        created.get("secret").is_none(),
+        "a vendor's key is not echoed: {created}"
+    );
+    let (_, shown) = call(&f.app, "GET", "/admin/v1/connector", &f.acme, None).await;
+    assert_eq!(shown["kind"], "connectwise");
+    assert_eq!(shown["settings"]["public_key"], "pubKEY");
+    assert_eq!(shown["secret_set"], true);
+    assert!(!shown.to_string().contains("privKEY"), "{shown}");
+    // Switching vendors needs that vendor's credential: the old one is not reused.
+    let (status, answer) = call(
+        &f.app,
+        "PUT",
+        "/admin/v1/connector",
+        &f.acme,
+        Some(json!({"kind": "freshdesk", "url": "https://acme.freshdesk.com"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+}
+
+#[tokio::test]
+async fn the_connection_test_makes_one_call_and_says_precisely_what_failed() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let f = fixture().await;
+    let (status, _) = call(&f.app, "POST", "/admin/v1/connector/test", &f.acme, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v4_6_release/apis/3.0/system/info"))
+        .and(header("clientid", "0b7b5a8c-1111-2222-3333-444455556666"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"code": "Unauthorized",
+            "message": "Authentication failed"})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v4_6_release/apis/3.0/system/info"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"version": "v2025.1"})))
+        .mount(&server)
+        .await;
+    let body = json!({"kind": "connectwise", "url": server.uri(), "secret": "privKEY",
+        "settings": {"company": "acme", "public_key": "pubKEY",
+            "client_id": "0b7b5a8c-1111-2222-3333-444455556666"}});
+    let (status, _) = call(&f.app, "PUT", "/admin/v1/connector", &f.acme, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, answer) = call(&f.app, "POST", "/admin/v1/connector/test", &f.acme, None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+    assert_eq!(answer["error"]["code"], "connector_unauthorized");
+    assert_eq!(
+        answer["error"]["message"],
+        "401 from ConnectWise: check the public/private key pair and the company id (Authentication failed)"
+    );
+    assert!(!answer.to_string().contains("privKEY"));
+
+    let (status, answer) = call(&f.app, "POST", "/admin/v1/connector/test", &f.acme, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["detail"], "connected to ConnectWise PSA v2025.1");
+    // The other tenant has nothing to test, and did not reach acme's helpdesk.
+    let (status, _) = call(&f.app, "POST", "/admin/v1/connector/test", &f.globex, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_rule_using_an_operation_the_helpdesk_lacks_is_refused_when_saved_naming_the_vendor() {
+    let f = fixture().await;
+    let rule = |actions: Value| json!({"name": "Tag bad reviews", "trigger": "review_received", "actions": actions});
+    // No helpdesk yet: nothing to check against.
+    let (status, saved) = call(
+        &f.app,
+        "POST",
+        "/admin/v1/rules",
+        &f.acme,
+        Some(rule(json!([{"type": "add_ticket_tag", "tag": "unhappy"}]))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{saved}");
+
+    let (status, _) = call(
+        &f.app,
+        "PUT",
+        "/admin/v1/connector",
+        &f.acme,
+        Some(json!({"kind": "autotask", "secret": "at-secret",
+            "settings": {"username": "api@msp.example", "integration_code": "CODE"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = call(&f.app, "GET", "/admin/v1/rules", &f.acme, None)
+        .await
+        .1;
+
+    let actions = json!([{"type": "add_internal_note", "body": "Bad review"},
+        {"type": "add_ticket_tag", "tag": "unhappy"}]);
+    let (status, answer) = call(
+        &f.app,
+        "POST",
+        "/admin/v1/rules",
+        &f.acme,
+        Some(rule(actions.clone())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_rule");
+    assert_eq!(answer["error"]["path"], "actions[1]");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Autotask cannot add tag (add_ticket_tag)"),
+        "{message}"
+    );
+
+    // An update to the saved rule is refused alike.
+    let id = saved["id"].as_str().unwrap();
+    let mut update = rule(json!([{"type": "send_customer_message", "body": "Sorry"}]));
+    update["version"] = saved["version"].clone();
+    let (status, answer) = call(
+        &f.app,
+        "PUT",
+        &format!("/admin/v1/rules/{id}"),
+        &f.acme,
+        Some(update),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["path"], "actions[0]");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Autotask cannot public reply")
+    );
+    // Nothing was written.
+    assert_eq!(
+        call(&f.app, "GET", "/admin/v1/rules", &f.acme, None)
+            .await
+            .1,
+        before
+    );
+
+    // Another tenant, without that helpdesk, may save the same rule.
+    let (status, _) = call(
+        &f.app,
+        "POST",
+        "/admin/v1/rules",
+        &f.globex,
+        Some(rule(actions)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
 }

@@ -56,6 +56,7 @@ impl Functions {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
                 settings: self.settings_cache.clone(),
+                connectors: self.connectors.clone(),
             }),
             _ => return None,
         })

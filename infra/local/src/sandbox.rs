@@ -96,7 +96,16 @@ pub async fn connect_demo_tenant(
     {
         return Ok(());
     }
-    helpdesk::put_config(store, &id, ConnectorKind::GenericWebhook, &url, None, now).await?;
+    helpdesk::put_config(
+        store,
+        &id,
+        ConnectorKind::GenericWebhook,
+        &url,
+        Default::default(),
+        None,
+        now,
+    )
+    .await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use closedloop_core::domain::TicketSnapshot;
 use closedloop_core::helpdesk::{
-    AccountBlock, ConnectorError, HelpdeskConnector, HelpdeskOperation, NewTicket,
+    AccountBlock, ConnectorError, HelpdeskConnector, HelpdeskOperation, NewTicket, Reopened,
 };
 use closedloop_core::ids::{AccountId, AgentId, TenantId, TicketId};
 use closedloop_core::signature::sign_timestamped;
@@ -185,14 +185,18 @@ impl HelpdeskConnector for GenericWebhookConnector {
         answer_field(&answer, "ticket_id", op)
     }
 
-    async fn reopen_ticket(&self, key: &str, ticket: &TicketId) -> Result<(), ConnectorError> {
+    async fn reopen_ticket(
+        &self,
+        key: &str,
+        ticket: &TicketId,
+    ) -> Result<Reopened, ConnectorError> {
         self.call(
             HelpdeskOperation::ReopenTicket,
             Some(key),
             json!({"ticket_id": ticket}),
         )
         .await
-        .map(drop)
+        .map(|_| Reopened::Reopened)
     }
 
     async fn set_ticket_status(

@@ -1,5 +1,6 @@
-//! closedloop's outgoing HTTP: helpdesk connectors (today the generic webhook connector) and
-//! the signed webhook a rule's `post_webhook` sends. Both implement core's ports
+//! closedloop's outgoing HTTP: helpdesk connectors (Kaseya BMS, ConnectWise PSA, Autotask,
+//! HaloPSA, Zendesk, Freshdesk and the generic webhook connector) and the signed webhook a
+//! rule's `post_webhook` sends. Both implement core's ports
 //! (`closedloop_core::helpdesk`); `docs/webhooks.md` ("Outgoing") documents the requests.
 //!
 //! How answers are read, for every vendor: 2xx is success; 429 is a rate limit (with its
@@ -8,21 +9,38 @@
 //! with the vendor's own message. Secrets never reach a log: the types holding them redact
 //! them in `Debug`, and errors carry only the vendor's message.
 
+mod autotask;
+pub mod block;
+mod common;
+mod connectwise;
+mod freshdesk;
 mod generic;
+mod halopsa;
+mod http;
+mod kaseya;
 mod webhook;
+mod zendesk;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use closedloop_core::helpdesk::{
-    self, ConnectorDirectory, ConnectorError, ConnectorKind, HelpdeskConnector, HelpdeskOperation,
+    self, ConnectorConfig, ConnectorDirectory, ConnectorError, ConnectorKind, HelpdeskConnector,
+    HelpdeskOperation,
 };
 use closedloop_core::ids::TenantId;
 use closedloop_core::store::{ItemStore, StoreError};
 
+pub use autotask::AutotaskConnector;
+pub use connectwise::ConnectwiseConnector;
+pub use freshdesk::FreshdeskConnector;
 pub use generic::{GenericWebhookConnector, VENDOR as GENERIC_VENDOR};
+pub use halopsa::HaloPsaConnector;
+pub use http::{Cap, Limiter};
+pub use kaseya::{HOURLY_CAP as KASEYA_HOURLY_CAP, KaseyaBmsConnector};
 pub use webhook::HttpWebhookSender;
+pub use zendesk::ZendeskConnector;
 
 /// Sent on every call: the receiver verifies it with the shared secret.
 pub const SIGNATURE_HEADER: &str = "X-Closedloop-Signature";
@@ -44,16 +62,20 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 }
 
 /// The connector of each tenant, from its stored configuration (`PUT /admin/v1/connector`).
-/// Read per call, so a changed URL or secret applies at once; the client is shared.
+/// Read per call, so a changed URL or secret applies at once; the client, the vendors' tokens
+/// and the client-side call windows are shared by every connector it makes.
 #[derive(Clone)]
 pub struct StoreConnectorDirectory {
     store: Arc<dyn ItemStore>,
-    client: reqwest::Client,
+    connectors: Connectors,
 }
 
 impl StoreConnectorDirectory {
     pub fn new(store: Arc<dyn ItemStore>, client: reqwest::Client) -> Self {
-        StoreConnectorDirectory { store, client }
+        StoreConnectorDirectory {
+            store,
+            connectors: Connectors::new(client),
+        }
     }
 }
 
@@ -66,14 +88,50 @@ impl ConnectorDirectory for StoreConnectorDirectory {
         let Some(config) = helpdesk::get_config(self.store.as_ref(), tenant).await? else {
             return Ok(None);
         };
-        Ok(Some(match config.kind {
+        Ok(Some(self.connectors.build(tenant, config)))
+    }
+}
+
+/// Builds the connector a configuration names, over one client and one set of tokens and
+/// call windows (keyed by tenant and credentials, so tenants never share them).
+#[derive(Clone)]
+pub struct Connectors {
+    client: reqwest::Client,
+    shared: Arc<http::Shared>,
+}
+
+impl Connectors {
+    pub fn new(client: reqwest::Client) -> Self {
+        Connectors {
+            client,
+            shared: Arc::default(),
+        }
+    }
+
+    pub fn build(&self, tenant: &TenantId, config: ConnectorConfig) -> Arc<dyn HelpdeskConnector> {
+        let (client, shared, t) = (self.client.clone(), &self.shared, tenant.as_str());
+        match config.kind {
             ConnectorKind::GenericWebhook => Arc::new(GenericWebhookConnector::new(
-                self.client.clone(),
+                client,
                 tenant.clone(),
                 config.url,
                 config.secret,
             )),
-        }))
+            ConnectorKind::KaseyaBms => {
+                Arc::new(KaseyaBmsConnector::new(client, shared, t, config))
+            }
+            ConnectorKind::Connectwise => {
+                Arc::new(ConnectwiseConnector::new(client, shared, t, config))
+            }
+            ConnectorKind::Autotask => {
+                Arc::new(AutotaskConnector::new(client, shared.clone(), t, config))
+            }
+            ConnectorKind::Halopsa => Arc::new(HaloPsaConnector::new(client, shared, t, config)),
+            ConnectorKind::Zendesk => Arc::new(ZendeskConnector::new(client, shared, t, config)),
+            ConnectorKind::Freshdesk => {
+                Arc::new(FreshdeskConnector::new(client, shared, t, config))
+            }
+        }
     }
 }
 

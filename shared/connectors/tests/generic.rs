@@ -409,6 +409,7 @@ async fn the_directory_gives_each_tenant_its_own_connector_or_none() {
         &tenant(),
         ConnectorKind::GenericWebhook,
         &format!("{}/closedloop/calls", server.uri()),
+        Default::default(),
         Some(SECRET),
         now,
     )

@@ -20,8 +20,8 @@ use crate::domain::{Agent, Case, CaseAssignee, CaseStatus, Email, Review, Ticket
 use crate::echoes::{self, ExpectedChange};
 use crate::event::{EventEnvelope, EventType};
 use crate::helpdesk::{
-    ConnectorDirectory, ConnectorError, HelpdeskConnector, NewTicket, OutgoingWebhook, Requester,
-    WebhookSender,
+    ConnectorDirectory, ConnectorError, HelpdeskConnector, NewTicket, OutgoingWebhook, Reopened,
+    Requester, WebhookSender,
 };
 use crate::idempotency::{self, Begin, IdempotencyConfig, IdempotencyError};
 use crate::ids::{AgentId, CaseId, RuleId, SurveyRequestId, TenantId, TicketId};
@@ -842,10 +842,15 @@ impl Executor<'_> {
         }
         let (key, t) = (job.key.as_str(), &ticket);
         let detail = match action {
-            Action::ReopenTicket {} => {
-                connector.reopen_ticket(key, t).await?;
-                format!("ticket {} reopened", t.as_str())
-            }
+            Action::ReopenTicket {} => match connector.reopen_ticket(key, t).await? {
+                Reopened::Reopened => format!("ticket {} reopened", t.as_str()),
+                Reopened::FollowUpCreated { ticket_id } => format!(
+                    "ticket {} is closed for good in {}, so follow-up ticket {} was created",
+                    t.as_str(),
+                    connector.vendor(),
+                    ticket_id.as_str()
+                ),
+            },
             Action::SetTicketStatus { status } => {
                 connector.set_ticket_status(key, t, status).await?;
                 format!("ticket {} set to {status}", t.as_str())

@@ -5,6 +5,7 @@
 //! Also here: a tenant's connector configuration (`T#<t>` / `CONNECTOR`). Its secret is stored
 //! because the connector signs with it, and never shown again after it is set.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +150,15 @@ pub struct AccountBlock {
     pub text: String,
 }
 
+/// What a reopen did. Some helpdesks (Zendesk) never reopen a closed ticket: the connector
+/// then opens a follow-up ticket instead and says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Reopened {
+    Reopened,
+    FollowUpCreated { ticket_id: TicketId },
+}
+
 /// What the helpdesk connector does for the `actions` function and the sweeps. Every call that
 /// changes something carries an idempotency key: the same key is sent again when a call is
 /// retried, so a vendor (or the generic webhook's receiver) can apply it once.
@@ -156,6 +166,17 @@ pub struct AccountBlock {
 pub trait HelpdeskConnector: Send + Sync {
     /// The vendor's name, as errors name it (`generic_webhook`, `zendesk`, ...).
     fn vendor(&self) -> &str;
+    /// Whether this helpdesk has the operation at all; one it lacks answers
+    /// `ConnectorError::Unsupported` without a call.
+    fn supports(&self, operation: HelpdeskOperation) -> bool {
+        let _ = operation;
+        true
+    }
+    /// One cheap authenticated call, for `POST /admin/v1/connector/test`: what it reached.
+    async fn test_connection(&self) -> Result<String, ConnectorError> {
+        let types = self.list_ticket_types().await?;
+        Ok(format!("connected; {} ticket types", types.len()))
+    }
     async fn add_internal_note(
         &self,
         key: &str,
@@ -175,7 +196,8 @@ pub trait HelpdeskConnector: Send + Sync {
         key: &str,
         ticket: &NewTicket,
     ) -> Result<TicketId, ConnectorError>;
-    async fn reopen_ticket(&self, key: &str, ticket: &TicketId) -> Result<(), ConnectorError>;
+    async fn reopen_ticket(&self, key: &str, ticket: &TicketId)
+    -> Result<Reopened, ConnectorError>;
     async fn set_ticket_status(
         &self,
         key: &str,
@@ -249,18 +271,254 @@ pub trait WebhookSender: Send + Sync {
 // ── The tenant's connector configuration ─────────────────────────────────────────────────────
 
 /// The kinds of connector closedloop has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectorKind {
     /// Signed JSON POSTs to one URL (`docs/webhooks.md`, "Outgoing: the generic connector").
     GenericWebhook,
+    KaseyaBms,
+    Connectwise,
+    Autotask,
+    Halopsa,
+    Zendesk,
+    Freshdesk,
 }
 
+use HelpdeskOperation as Op;
+
+/// Every operation but tags and public replies (the PSAs without them).
+const ALL_BUT_TAGS_AND_REPLIES: &[HelpdeskOperation] = &[
+    Op::AddInternalNote,
+    Op::ChangeTicketType,
+    Op::ListTicketTypes,
+    Op::CreateTicket,
+    Op::ReopenTicket,
+    Op::SetTicketStatus,
+    Op::AssignAgent,
+    Op::FetchTicket,
+    Op::UpsertAccountBlock,
+    Op::RemoveAccountBlock,
+];
+
 impl ConnectorKind {
+    pub const ALL: [ConnectorKind; 7] = [
+        ConnectorKind::GenericWebhook,
+        ConnectorKind::KaseyaBms,
+        ConnectorKind::Connectwise,
+        ConnectorKind::Autotask,
+        ConnectorKind::Halopsa,
+        ConnectorKind::Zendesk,
+        ConnectorKind::Freshdesk,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectorKind::GenericWebhook => "generic_webhook",
+            ConnectorKind::KaseyaBms => "kaseya_bms",
+            ConnectorKind::Connectwise => "connectwise",
+            ConnectorKind::Autotask => "autotask",
+            ConnectorKind::Halopsa => "halopsa",
+            ConnectorKind::Zendesk => "zendesk",
+            ConnectorKind::Freshdesk => "freshdesk",
         }
+    }
+
+    /// The vendor's name, as people know it (messages name it).
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ConnectorKind::GenericWebhook => "the generic webhook connector",
+            ConnectorKind::KaseyaBms => "Kaseya BMS",
+            ConnectorKind::Connectwise => "ConnectWise PSA",
+            ConnectorKind::Autotask => "Autotask",
+            ConnectorKind::Halopsa => "HaloPSA",
+            ConnectorKind::Zendesk => "Zendesk",
+            ConnectorKind::Freshdesk => "Freshdesk",
+        }
+    }
+
+    /// The operations this vendor's API has (`docs/connectors.md` says what each maps to).
+    /// A rule using another one is refused when it is saved.
+    pub fn capabilities(self) -> &'static [HelpdeskOperation] {
+        match self {
+            ConnectorKind::GenericWebhook | ConnectorKind::Zendesk | ConnectorKind::Freshdesk => {
+                &HelpdeskOperation::ALL
+            }
+            // Kaseya BMS and Autotask tickets have no tags (and Autotask notes email no one).
+            ConnectorKind::KaseyaBms => &[
+                Op::AddInternalNote,
+                Op::ChangeTicketType,
+                Op::ListTicketTypes,
+                Op::CreateTicket,
+                Op::ReopenTicket,
+                Op::SetTicketStatus,
+                Op::AssignAgent,
+                Op::PublicReply,
+                Op::FetchTicket,
+                Op::UpsertAccountBlock,
+                Op::RemoveAccountBlock,
+            ],
+            ConnectorKind::Autotask => ALL_BUT_TAGS_AND_REPLIES,
+            // ConnectWise and HaloPSA tickets have no free tags either.
+            ConnectorKind::Connectwise | ConnectorKind::Halopsa => &[
+                Op::AddInternalNote,
+                Op::ChangeTicketType,
+                Op::ListTicketTypes,
+                Op::CreateTicket,
+                Op::ReopenTicket,
+                Op::SetTicketStatus,
+                Op::AssignAgent,
+                Op::PublicReply,
+                Op::FetchTicket,
+                Op::UpsertAccountBlock,
+                Op::RemoveAccountBlock,
+            ],
+        }
+    }
+
+    pub fn supports(self, operation: HelpdeskOperation) -> bool {
+        self.capabilities().contains(&operation)
+    }
+
+    /// The generic connector's secret is ours (it signs); every other is the vendor's.
+    pub fn secret_name(self) -> &'static str {
+        match self {
+            ConnectorKind::GenericWebhook => "the signing secret",
+            ConnectorKind::KaseyaBms => "the BMS API user's password",
+            ConnectorKind::Connectwise => "the API member's private key",
+            ConnectorKind::Autotask => "the API user's secret",
+            ConnectorKind::Halopsa => "the API application's client secret",
+            ConnectorKind::Zendesk => "the API token (or OAuth access token)",
+            ConnectorKind::Freshdesk => "the API key",
+        }
+    }
+}
+
+/// A vendor's settings besides the URL and the secret: who we log in as, which region, which
+/// ids to use. None of them is a secret; each kind needs its own (`ConnectorSettings::check`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSettings {
+    /// Kaseya BMS: `us`, `emea`, `apac` or `vorex`; it decides the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Kaseya BMS and Autotask: the API user's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Kaseya BMS: the company (tenant) name; ConnectWise: the company id used at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    /// ConnectWise: the API member's public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// ConnectWise: the integration's `clientId`; HaloPSA: the API application's client id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Autotask: the API integration code (tracking identifier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_code: Option<String>,
+    /// HaloPSA (hosted): the tenant the token is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Zendesk: the agent's address for API-token auth; without it the secret is an OAuth token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The status a reopen sets (a name or an id), where the vendor has no "reopen" of its own:
+    /// `Open` by default (Autotask: `1`, its "New").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopen_status: Option<String>,
+    /// Vendor ids the API needs and has no name for (ConnectWise `board_id`, Kaseya BMS
+    /// `priority_id`, Autotask `queue_id`, ...; `docs/connectors.md` lists them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ids: BTreeMap<String, i64>,
+    /// Calls per hour to stay under, when the vendor's account allows fewer than its documented
+    /// default (Kaseya BMS: 1,500 per endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly_cap: Option<u32>,
+}
+
+impl ConnectorSettings {
+    /// The settings `kind` needs are there and sane, and none that it does not use is set.
+    pub fn check(&self, kind: ConnectorKind) -> Result<(), ConnectorConfigError> {
+        let fields: [(&'static str, &Option<String>); 9] = [
+            ("settings.region", &self.region),
+            ("settings.username", &self.username),
+            ("settings.company", &self.company),
+            ("settings.public_key", &self.public_key),
+            ("settings.client_id", &self.client_id),
+            ("settings.integration_code", &self.integration_code),
+            ("settings.tenant", &self.tenant),
+            ("settings.email", &self.email),
+            ("settings.reopen_status", &self.reopen_status),
+        ];
+        let (required, optional): (&[&str], &[&str]) = match kind {
+            ConnectorKind::GenericWebhook => (&[], &[]),
+            ConnectorKind::KaseyaBms => (
+                &["settings.username", "settings.company"],
+                &["settings.region", "settings.reopen_status"],
+            ),
+            ConnectorKind::Connectwise => (
+                &[
+                    "settings.company",
+                    "settings.public_key",
+                    "settings.client_id",
+                ],
+                &["settings.reopen_status"],
+            ),
+            ConnectorKind::Autotask => (
+                &["settings.username", "settings.integration_code"],
+                &["settings.reopen_status"],
+            ),
+            ConnectorKind::Halopsa => (
+                &["settings.client_id"],
+                &["settings.tenant", "settings.reopen_status"],
+            ),
+            ConnectorKind::Zendesk => (&[], &["settings.email"]),
+            ConnectorKind::Freshdesk => (&[], &[]),
+        };
+        for (name, value) in fields {
+            match value {
+                Some(v) => {
+                    if !required.contains(&name) && !optional.contains(&name) {
+                        return Err(invalid(name, &format!("is not used by {}", kind.as_str())));
+                    }
+                    let n = v.chars().count();
+                    if n == 0 || n > 200 || v.chars().any(char::is_control) {
+                        return Err(invalid(name, "must be 1 to 200 characters, one line"));
+                    }
+                }
+                None if required.contains(&name) => {
+                    return Err(invalid(name, &format!("is required for {}", kind.as_str())));
+                }
+                None => {}
+            }
+        }
+        if let Some(region) = &self.region
+            && !["us", "emea", "apac", "vorex"].contains(&region.as_str())
+        {
+            return Err(invalid(
+                "settings.region",
+                "must be us, emea, apac or vorex",
+            ));
+        }
+        if kind == ConnectorKind::GenericWebhook
+            && (!self.ids.is_empty() || self.hourly_cap.is_some())
+        {
+            return Err(invalid("settings", "is not used by generic_webhook"));
+        }
+        if self.ids.len() > 20 || self.ids.keys().any(|k| k.is_empty() || k.len() > 40) {
+            return Err(invalid(
+                "settings.ids",
+                "at most 20 names of 1 to 40 characters",
+            ));
+        }
+        if self.hourly_cap == Some(0) {
+            return Err(invalid("settings.hourly_cap", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn id(&self, name: &str) -> Option<i64> {
+        self.ids.get(name).copied()
     }
 }
 
@@ -268,9 +526,13 @@ impl ConnectorKind {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectorConfig {
     pub kind: ConnectorKind,
+    /// The helpdesk's base URL (empty where the vendor decides it: Kaseya BMS by region,
+    /// Autotask by its zone lookup).
     pub url: String,
-    /// Signs every call. Stored, never shown after it is set.
+    /// Signs every call (generic) or is the vendor's credential. Stored, never shown.
     pub secret: String,
+    #[serde(default)]
+    pub settings: ConnectorSettings,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -280,6 +542,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("kind", &self.kind)
             .field("url", &without_userinfo(&self.url))
             .field("secret", &"<redacted>")
+            .field("settings", &self.settings)
             .field("updated_at", &self.updated_at)
             .finish()
     }
@@ -290,6 +553,7 @@ impl std::fmt::Debug for ConnectorConfig {
 pub struct ConnectorView {
     pub kind: ConnectorKind,
     pub url: String,
+    pub settings: ConnectorSettings,
     pub secret_set: bool,
     pub updated_at: DateTime<Utc>,
 }
@@ -299,6 +563,7 @@ impl ConnectorConfig {
         ConnectorView {
             kind: self.kind,
             url: without_userinfo(&self.url),
+            settings: self.settings.clone(),
             secret_set: !self.secret.is_empty(),
             updated_at: self.updated_at,
         }
@@ -372,6 +637,18 @@ pub fn validate_secret(secret: &str) -> Result<(), ConnectorConfigError> {
     Ok(())
 }
 
+/// A vendor's credential: 1 to 1,024 characters, no control characters (passwords may hold
+/// spaces; vendors decide the rest).
+pub fn validate_vendor_secret(secret: &str) -> Result<(), ConnectorConfigError> {
+    if secret.is_empty() || secret.len() > 1024 || secret.chars().any(char::is_control) {
+        return Err(invalid(
+            "secret",
+            "must be 1 to 1024 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
 /// The tenant's connector configuration, if one is set.
 pub async fn get_config(
     store: &dyn ItemStore,
@@ -395,17 +672,34 @@ pub struct ConfigSaved {
 /// Sets the tenant's connector. `secret: None` keeps the current secret, or generates one for
 /// a new configuration (returned this once). Guarded by the stored `updated_at`, so two admins
 /// saving at once cannot mix one's URL with the other's secret.
+#[allow(clippy::too_many_arguments)]
 pub async fn put_config(
     store: &dyn ItemStore,
     tenant: &TenantId,
     kind: ConnectorKind,
     url: &str,
+    settings: ConnectorSettings,
     secret: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<ConfigSaved, ConnectorConfigError> {
-    validate_url(url)?;
+    // Kaseya BMS finds its host from the region and Autotask from its zone lookup.
+    let url_optional = matches!(kind, ConnectorKind::KaseyaBms | ConnectorKind::Autotask);
+    if !(url_optional && url.is_empty()) {
+        validate_url(url)?;
+    }
+    settings.check(kind)?;
+    if kind == ConnectorKind::KaseyaBms && url.is_empty() && settings.region.is_none() {
+        return Err(invalid(
+            "settings.region",
+            "or url is required for kaseya_bms",
+        ));
+    }
     if let Some(s) = secret {
-        validate_secret(s)?;
+        if kind == ConnectorKind::GenericWebhook {
+            validate_secret(s)?;
+        } else {
+            validate_vendor_secret(s)?;
+        }
     }
     let key = keys::connector(tenant);
     let current = store.get(&key).await?;
@@ -413,10 +707,21 @@ pub async fn put_config(
         .as_ref()
         .map(crate::records::read_record)
         .transpose()?;
+    // A kept secret belongs to the vendor it was given for: switching vendors needs a new one.
     let (secret, generated_secret) = match (secret, &previous) {
         (Some(s), _) => (s.to_string(), None),
-        (None, Some(p)) => (p.secret.clone(), None),
-        (None, None) => {
+        (None, Some(p)) if p.kind == kind => (p.secret.clone(), None),
+        (None, _) if kind != ConnectorKind::GenericWebhook => {
+            return Err(invalid(
+                "secret",
+                &format!(
+                    "is required: {} ({})",
+                    kind.secret_name(),
+                    kind.display_name()
+                ),
+            ));
+        }
+        (None, _) => {
             let s = crate::sources::random_secret();
             (s.clone(), Some(s))
         }
@@ -425,6 +730,7 @@ pub async fn put_config(
         kind,
         url: url.to_string(),
         secret,
+        settings,
         updated_at: now,
     };
     let mut item = crate::records::record_item(&key, "connector", &config);
@@ -501,6 +807,7 @@ mod tests {
             kind: ConnectorKind::GenericWebhook,
             url: "https://x.example".into(),
             secret: "s3cr3t-value-0123456789".into(),
+            settings: ConnectorSettings::default(),
             updated_at: Utc::now(),
         };
         assert!(!format!("{config:?}").contains("s3cr3t"));
@@ -511,6 +818,69 @@ mod tests {
             body: serde_json::json!({}),
         };
         assert!(!format!("{hook:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn each_vendor_needs_its_own_settings_and_refuses_the_others() {
+        let s = |f: fn(&mut ConnectorSettings)| {
+            let mut x = ConnectorSettings::default();
+            f(&mut x);
+            x
+        };
+        let cw = s(|x| {
+            x.company = Some("acme".into());
+            x.public_key = Some("pub".into());
+            x.client_id = Some("id".into());
+        });
+        assert!(cw.check(ConnectorKind::Connectwise).is_ok());
+        let mut no_key = cw.clone();
+        no_key.public_key = None;
+        assert!(matches!(
+            no_key.check(ConnectorKind::Connectwise),
+            Err(ConnectorConfigError::Invalid {
+                field: "settings.public_key",
+                ..
+            })
+        ));
+        // A Kaseya region set on a ConnectWise connector is a mistake worth saying.
+        let mut region = cw.clone();
+        region.region = Some("emea".into());
+        assert!(region.check(ConnectorKind::Connectwise).is_err());
+        let bms = s(|x| {
+            x.username = Some("u".into());
+            x.company = Some("c".into());
+            x.region = Some("mars".into());
+        });
+        assert!(bms.check(ConnectorKind::KaseyaBms).is_err());
+        assert!(
+            ConnectorSettings::default()
+                .check(ConnectorKind::Freshdesk)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn capabilities_say_what_each_vendor_lacks() {
+        use HelpdeskOperation as O;
+        for kind in ConnectorKind::ALL {
+            // Every vendor can at least note, fetch and flag accounts.
+            for op in [
+                O::AddInternalNote,
+                O::FetchTicket,
+                O::UpsertAccountBlock,
+                O::RemoveAccountBlock,
+            ] {
+                assert!(kind.supports(op), "{kind:?} {op}");
+            }
+        }
+        assert!(!ConnectorKind::Autotask.supports(O::AddTag));
+        assert!(!ConnectorKind::Autotask.supports(O::PublicReply));
+        assert!(!ConnectorKind::KaseyaBms.supports(O::AddTag));
+        assert!(ConnectorKind::Zendesk.supports(O::AddTag));
+        assert_eq!(
+            ConnectorKind::GenericWebhook.capabilities().len(),
+            HelpdeskOperation::ALL.len()
+        );
     }
 
     #[test]

@@ -498,6 +498,22 @@ impl Action {
         }
     }
 
+    /// The helpdesk operation this action needs from the tenant's connector, if any.
+    pub fn helpdesk_operation(&self) -> Option<crate::helpdesk::HelpdeskOperation> {
+        use crate::helpdesk::HelpdeskOperation as Op;
+        Some(match self {
+            Action::AddInternalNote { .. } => Op::AddInternalNote,
+            Action::ChangeTicketType { .. } => Op::ChangeTicketType,
+            Action::CreateTicket { .. } => Op::CreateTicket,
+            Action::ReopenTicket {} => Op::ReopenTicket,
+            Action::SetTicketStatus { .. } => Op::SetTicketStatus,
+            Action::AssignAgent { .. } => Op::AssignAgent,
+            Action::AddTicketTag { .. } => Op::AddTag,
+            Action::SendCustomerMessage { .. } => Op::PublicReply,
+            _ => return None,
+        })
+    }
+
     /// True for actions that change the ticket in the helpdesk (through the connector).
     pub fn is_helpdesk_change(&self) -> bool {
         matches!(
