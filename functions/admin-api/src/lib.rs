@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::get;
 use closedloop_core::domain::TenantSettings;
+use closedloop_core::helpdesk::ConnectorDirectory;
 use closedloop_core::ids::TenantId;
 use closedloop_core::ports::Clock;
 use closedloop_core::store::{ItemStore, StoreError};
@@ -20,9 +21,12 @@ mod webhook_sources;
 pub struct AdminState {
     pub store: Arc<dyn ItemStore>,
     pub clock: Arc<dyn Clock>,
+    /// The tenants' helpdesks: a case's "reply and close" goes through them.
+    pub connectors: Arc<dyn ConnectorDirectory>,
 }
 
 mod agents;
+mod cases;
 mod connector;
 mod failed_actions;
 mod rules;
@@ -40,6 +44,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(webhook_sources::routes())
         .merge(connector::routes())
         .merge(failed_actions::routes())
+        .merge(cases::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

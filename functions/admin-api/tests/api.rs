@@ -39,6 +39,10 @@ async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
         router(AdminState {
             store: store.clone(),
             clock: Arc::new(SystemClock),
+            connectors: Arc::new(closedloop_connectors::StoreConnectorDirectory::new(
+                store.clone(),
+                closedloop_connectors::http_client(std::time::Duration::from_secs(2)),
+            )),
         }),
         store,
         a.api_key,

@@ -45,6 +45,10 @@ async fn api() -> Api {
         app: router(AdminState {
             store: store.clone(),
             clock: Arc::new(SystemClock),
+            connectors: Arc::new(closedloop_connectors::StoreConnectorDirectory::new(
+                store.clone(),
+                closedloop_connectors::http_client(std::time::Duration::from_secs(2)),
+            )),
         }),
         store,
         globex: keys.pop().unwrap(),

@@ -33,6 +33,10 @@ async fn setup() -> (axum::Router, Arc<dyn ItemStore>, String, String) {
     let app = router(AdminState {
         store: store.clone(),
         clock: Arc::new(SystemClock),
+        connectors: Arc::new(closedloop_connectors::StoreConnectorDirectory::new(
+            store.clone(),
+            closedloop_connectors::http_client(std::time::Duration::from_secs(2)),
+        )),
     });
     let globex = keys.pop().unwrap();
     (app, store, keys.pop().unwrap(), globex)

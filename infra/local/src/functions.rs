@@ -50,6 +50,7 @@ impl Functions {
             ADMIN_API => admin_api::router(admin_api::AdminState {
                 store: self.store.clone(),
                 clock: self.clock.clone(),
+                connectors: self.connectors.clone(),
             }),
             _ => return None,
         })

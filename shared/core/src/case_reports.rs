@@ -76,8 +76,9 @@ pub fn parse_range(
     })
 }
 
-/// `days_after` 1 makes a date mean the end of that day.
-fn instant(
+/// One end of a range: an RFC 3339 instant, or a date's midnight in `tz` (`days_after` 1
+/// makes a date mean the end of that day).
+pub fn instant(
     text: &str,
     tz: chrono_tz::Tz,
     field: &'static str,

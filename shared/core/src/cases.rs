@@ -338,9 +338,9 @@ pub async fn policy(store: &dyn ItemStore, tenant: &TenantId) -> Result<CasePoli
 pub enum CaseError {
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("option_id: '{given}' is not one of this tenant's close options ({known})")]
+    #[error("'{given}' is not one of this tenant's close options ({known})")]
     UnknownOption { given: String, known: String },
-    #[error("option_id: close option '{id}' is retired; use one of {known}")]
+    #[error("close option '{id}' is retired; use one of {known}")]
     RetiredOption { id: String, known: String },
     #[error("case {id} is already closed (at {closed_at}, with '{resolution}')")]
     AlreadyClosed {
@@ -523,7 +523,7 @@ pub async fn get_with_history(
     id: CaseId,
 ) -> Result<Option<(Case, Vec<HistoryEntry>)>, StoreError> {
     let mut case = None;
-    let mut history = Vec::new();
+    let mut history: Vec<HistoryEntry> = Vec::new();
     let mut start = None;
     loop {
         let page = store
@@ -543,6 +543,9 @@ pub async fn get_with_history(
             None => break,
         }
     }
+    // Entries of one instant (a reply and its close) sort by their random suffix; the close
+    // is what ends a case, so it goes last among them.
+    history.sort_by_key(|e| (e.at, matches!(e.change, CaseChange::Closed { .. })));
     Ok(case.map(|c| (c, history)))
 }
 
@@ -1134,7 +1137,7 @@ pub struct CaseFilter {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub limit: usize,
-    /// The `next` of a previous page.
+    /// The cursor a previous page answered.
     pub before: Option<String>,
 }
 
@@ -1153,10 +1156,11 @@ pub async fn list(
         .to
         .map(keys::sortable_time)
         .unwrap_or_else(|| "~".into());
-    if let Some(before) = &filter.before
-        && *before < high
+    // The cursor is a sort key with '_' for '#', so it travels in a URL as it is.
+    if let Some(before) = filter.before.as_deref().map(|b| b.replace('_', "#"))
+        && before < high
     {
-        high = before.clone();
+        high = before;
     }
     let limit = filter.limit.clamp(1, 100);
     let mut found = Vec::new();
@@ -1189,11 +1193,11 @@ pub async fn list(
             if matches(&case, filter) {
                 found.push(case);
                 if found.len() == limit {
-                    return Ok((found, Some(sk.to_string())));
+                    return Ok((found, Some(sk.replace('#', "_"))));
                 }
             }
             if read >= MAX_READ_PER_PAGE {
-                return Ok((found, Some(sk.to_string())));
+                return Ok((found, Some(sk.replace('#', "_"))));
             }
         }
         match page.last_evaluated {
@@ -1286,7 +1290,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             unknown.to_string(),
-            "option_id: 'Printer replaced' is not one of this tenant's close options (called-customer, issue-fixed, no-response)"
+            "'Printer replaced' is not one of this tenant's close options (called-customer, issue-fixed, no-response)"
         );
         settings.close_options[2].retired = true;
         let retired = settings.option("no-response").unwrap_err().to_string();
