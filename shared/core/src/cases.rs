@@ -1057,20 +1057,29 @@ pub async fn breach_due(
     while let Some(items) = due.next_page(store).await? {
         report.items_read += items.len();
         for item in &items {
-            let (case, revision) = match read_case(item) {
-                Ok(read) => read,
-                Err(e) => {
-                    // One unreadable item must not stop every other tenant's sweep.
-                    tracing::error!(error = %e, "unreadable case in the SLA index; skipped");
-                    continue;
-                }
-            };
-            if breach(store, case, revision, now).await? {
+            if breach_item(store, item, now).await? {
                 report.changed += 1;
             }
         }
     }
     Ok(())
+}
+
+/// Breaches the case `item` (as read from the index) if it is open and due at `now`; `true`
+/// when this call breached it.
+pub async fn breach_item(
+    store: &dyn ItemStore,
+    item: &Item,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    match read_case(item) {
+        Ok((case, revision)) => breach(store, case, revision, now).await,
+        Err(e) => {
+            // One unreadable item must not stop every other tenant's sweep.
+            tracing::error!(error = %e, "unreadable case in the SLA index; skipped");
+            Ok(false)
+        }
+    }
 }
 
 async fn breach(
