@@ -132,3 +132,27 @@ async fn a_case_closed_before_the_sweep_is_not_breached_and_tenants_stay_apart()
     assert_eq!(globex_breaches.len(), 1);
     assert_eq!(globex_breaches[0].tenant_id, globex);
 }
+
+#[tokio::test]
+async fn a_second_sweep_holding_a_stale_copy_of_the_index_breaches_nothing_again() {
+    let store = JournalStore::open_in_memory().unwrap();
+    let acme = tenant(&store, "acme").await;
+    let now = Utc::now();
+    open_case(&store, &acme, now - Duration::minutes(1)).await;
+    // Another sweep read the index a moment before this one breached the case.
+    let stale = store
+        .query(closedloop_core::store::Query::on_index(
+            closedloop_core::store::Index::Gsi1,
+            keys::open_cases_index(&acme),
+        ))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(stale.len(), 1);
+    let report = sla_sweep::handle(&store, &ManualClock::new(now))
+        .await
+        .unwrap();
+    assert_eq!(report.changed, 1);
+    assert!(!cases::breach_item(&store, &stale[0], now).await.unwrap());
+    assert_eq!(breaches(&store, &acme).await.len(), 1);
+}

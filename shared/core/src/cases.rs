@@ -955,6 +955,10 @@ pub async fn on_customer_message(
         return Ok(CustomerMessageOutcome::NoCase);
     };
     let body = event.data["message"]["body"].as_str().map(|b| clip_body(b));
+    if last.id.to_string() == event.event_id.to_string() {
+        // This very message opened it: a redelivery.
+        return Ok(CustomerMessageOutcome::AlreadyHandled);
+    }
     if last.status == CaseStatus::Open {
         // Keyed by the event: a redelivery rewrites the same entry.
         store
