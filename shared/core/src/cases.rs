@@ -954,7 +954,7 @@ pub async fn on_customer_message(
     let Some((last, _)) = load(store, tenant, last_id).await? else {
         return Ok(CustomerMessageOutcome::NoCase);
     };
-    let body = event.data["message"]["body"].as_str().map(|b| clip_body(b));
+    let body = event.data["message"]["body"].as_str().map(clip_body);
     if last.id.to_string() == event.event_id.to_string() {
         // This very message opened it: a redelivery.
         return Ok(CustomerMessageOutcome::AlreadyHandled);
@@ -1185,10 +1185,16 @@ pub async fn list(
     loop {
         // `high` is exclusive: a sort key is `<time>#<id>`, and `to` / a cursor sort below
         // every key that starts at or after them.
+        // DynamoDB refuses an empty string in a key condition: without `from`, only the top.
+        let range = if low.is_empty() {
+            SortKeyCondition::Lt(high.clone())
+        } else {
+            SortKeyCondition::Between(low.clone(), high.clone())
+        };
         let page = store
             .query(
                 Query::on_index(Index::Gsi2, keys::cases_by_opening_index(tenant))
-                    .sk(SortKeyCondition::Between(low.clone(), high.clone()))
+                    .sk(range)
                     .backward()
                     .limit(100)
                     .start_after(start),
