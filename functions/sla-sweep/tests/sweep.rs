@@ -156,3 +156,25 @@ async fn a_second_sweep_holding_a_stale_copy_of_the_index_breaches_nothing_again
     assert!(!cases::breach_item(&store, &stale[0], now).await.unwrap());
     assert_eq!(breaches(&store, &acme).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_case_stored_before_revisions_existed_is_breached_and_closed() {
+    let store = JournalStore::open_in_memory().unwrap();
+    let acme = tenant(&store, "acme").await;
+    let now = Utc::now();
+    let case = case(&acme, now - Duration::minutes(1));
+    // As the earlier `open_case` wrote it: no revision, no by-opening index.
+    let mut item = cases::case_item(&case, 1);
+    for old in ["revision", "GSI2PK", "GSI2SK"] {
+        item.remove(old);
+    }
+    store.put(item, None).await.unwrap();
+    let report = sla_sweep::handle(&store, &ManualClock::new(now))
+        .await
+        .unwrap();
+    assert_eq!(report.changed, 1);
+    let closed = cases::close_case(&store, &acme, case.id, "issue-fixed", "admin", now)
+        .await
+        .unwrap();
+    assert_eq!(closed.sla_met, Some(false));
+}

@@ -492,12 +492,15 @@ pub fn case_item(case: &Case, revision: i64) -> Item {
     item
 }
 
-/// Replaces the case, if it is still at the revision it was read at.
+/// Replaces the case, if it is still at the revision it was read at. Cases written before
+/// revisions existed read as 0 and are guarded by having none.
 fn case_replace(case: &Case, read_at: i64) -> WriteOp {
-    WriteOp::put_if(
-        case_item(case, read_at + 1),
-        Condition::eq(REVISION, Value::n(read_at)),
-    )
+    let guard = if read_at == 0 {
+        Condition::item_present().and(Condition::NotExists(REVISION.into()))
+    } else {
+        Condition::eq(REVISION, Value::n(read_at))
+    };
+    WriteOp::put_if(case_item(case, read_at + 1), guard)
 }
 
 /// A case and the revision it was read at.
