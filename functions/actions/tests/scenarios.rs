@@ -607,6 +607,53 @@ async fn open_case_opens_one_case_per_review_assigned_as_the_rule_says() {
 }
 
 #[tokio::test]
+async fn open_case_sets_the_sla_deadline_and_links_the_contact_and_account() {
+    let world = world().await;
+    closedloop_core::cases::set_sla(
+        world.store.as_ref(),
+        &world.tenant,
+        closedloop_core::cases::SlaPolicy {
+            enabled: true,
+            close_within_hours: 8,
+        },
+    )
+    .await
+    .unwrap();
+    let (_, cause) = world.review_received(CsatValue::Negative).await;
+    let detail = done(
+        &world
+            .run(&requested(
+                &cause,
+                RuleId::new(),
+                json!({"type": "open_case", "assignee": {"kind": "ticket_agent"}}),
+            ))
+            .await,
+    )
+    .to_string();
+    let opened = world.outbox_of(EventType::CaseOpened).await;
+    let case: closedloop_core::domain::Case =
+        serde_json::from_value(opened[0].data["case"].clone()).unwrap();
+    // No business hours set: the SLA counts around the clock.
+    assert_eq!(
+        case.sla_deadline.unwrap() - case.opened_at,
+        chrono::Duration::hours(8)
+    );
+    assert!(detail.contains("due "), "{detail}");
+    assert_eq!(case.contact_id.unwrap().as_str(), "c-bob");
+    assert_eq!(case.account_id.unwrap().as_str(), "acc-1");
+    // It is in the SLA sweep's index, under its deadline.
+    let due = world
+        .store
+        .query(Query::on_index(
+            closedloop_core::store::Index::Gsi1,
+            keys::open_cases_index(&world.tenant),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(due.items.len(), 1);
+}
+
+#[tokio::test]
 async fn close_case_closes_the_reviews_open_case_with_its_resolution() {
     let world = world().await;
     let (_, cause) = world.review_received(CsatValue::Negative).await;
@@ -619,21 +666,44 @@ async fn close_case_closes_the_reviews_open_case_with_its_resolution() {
             ))
             .await,
     );
-    let later = requested(
+    // A resolution that is no close option of the tenant closes nothing and says which are.
+    let unknown = requested(
         &cause,
         RuleId::new(),
         json!({"type": "close_case", "resolution": "Printer replaced"}),
+    );
+    let ActionOutcome::Failed { error, .. } = world.run(&unknown).await else {
+        panic!("an unknown resolution must fail")
+    };
+    assert!(
+        error.contains("'Printer replaced' is not one of this tenant's close options (called-customer, issue-fixed, no-response)"),
+        "{error}"
+    );
+    assert!(world.outbox_of(EventType::CaseClosed).await.is_empty());
+    // The option's label, in any case, names it.
+    let later = requested(
+        &cause,
+        RuleId::new(),
+        json!({"type": "close_case", "resolution": "issue FIXED"}),
     );
     done(&world.run(&later).await);
     let closed = world.outbox_of(EventType::CaseClosed).await;
     assert_eq!(closed.len(), 1);
     assert_eq!(closed[0].data["case"]["status"], "closed");
-    assert_eq!(closed[0].data["case"]["resolution"], "Printer replaced");
+    assert_eq!(closed[0].data["case"]["resolution"], "Issue fixed");
+    assert_eq!(closed[0].data["case"]["resolution_id"], "issue-fixed");
+    assert_eq!(
+        closed[0].data["case"]["closed_by"],
+        format!("rule:{}", later.performed_by.unwrap())
+    );
+    // Without an SLA there is no verdict, but the time it took is kept.
+    assert!(closed[0].data["case"].get("sla_met").is_none());
+    assert!(closed[0].data["case"]["seconds_to_close"].is_i64());
     // Closing again finds no open case; a new one may be opened.
     let again = requested(
         &cause,
         RuleId::new(),
-        json!({"type": "close_case", "resolution": "x"}),
+        json!({"type": "close_case", "resolution": "issue-fixed"}),
     );
     assert!(matches!(
         world.run(&again).await,

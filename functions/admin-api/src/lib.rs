@@ -29,6 +29,7 @@ pub struct AdminState {
 }
 
 mod agents;
+mod cases;
 mod connector;
 mod failed_actions;
 mod rules;
@@ -46,6 +47,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(webhook_sources::routes())
         .merge(connector::routes())
         .merge(failed_actions::routes())
+        .merge(cases::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

@@ -87,6 +87,12 @@ pub async fn handle(
         tracing::info!(fired, "time-based rules run");
         return Ok(Handled::Tick { fired });
     };
+    if envelope.event_type == closedloop_core::event::EventType::TicketCustomerMessage {
+        // A customer answering a closed case's follow-up opens a new case (idempotent on the
+        // event id), before the rules see the message.
+        let outcome = closedloop_core::cases::on_customer_message(store, &envelope, now).await?;
+        tracing::info!(event_id = %envelope.event_id, ?outcome, "customer message and cases");
+    }
     let rules = cache.rules(store, &envelope.tenant_id).await?;
     let settings = tenancy::get_settings(store, &envelope.tenant_id).await?;
     let decision = automation::evaluate(store, &rules, &settings, &envelope, now).await?;

@@ -237,29 +237,38 @@ async fn show_ticket(
     ))
 }
 
-/// `POST /sandbox/tickets/{id}/close` (or `/reopen`, `/pending`): the helpdesk tells
-/// closedloop.
+/// `POST /sandbox/tickets/{id}/close` (or `/reopen`, `/pending`), or `/customer-message`
+/// (the customer writes on the ticket): the helpdesk tells closedloop.
 async fn change(
     State(state): State<SandboxState>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (event_type, status) = match action.as_str() {
-        "close" => ("ticket.closed", "closed"),
-        "reopen" => ("ticket.reopened", "open"),
-        "pending" => ("ticket.status_changed", "pending"),
+        "close" => ("ticket.closed", Some("closed")),
+        "reopen" => ("ticket.reopened", Some("open")),
+        "pending" => ("ticket.status_changed", Some("pending")),
+        "customer-message" => ("ticket.customer_message", None),
         _ => {
             return Err(ApiError::not_found(
-                "sandbox actions are close, reopen and pending",
+                "sandbox actions are close, reopen, pending and customer-message",
             ));
         }
     };
     let snapshot = {
         let mut tickets = state.helpdesk.tickets.lock().expect("sandbox lock");
         let ticket = tickets.get_mut(&id).ok_or_else(unknown_ticket)?;
-        ticket.status = status.into();
+        if let Some(status) = status {
+            ticket.status = status.into();
+        }
         ticket.snapshot()
     };
-    let (status, answer) = send_webhook(&state, event_type, &snapshot).await?;
+    let (status, answer) = if event_type == "ticket.customer_message" {
+        let message = json!({"body": "Thanks, but it jams again. Please call me.",
+            "from": snapshot.contact.email});
+        send_webhook_with(&state, event_type, &snapshot, Some(message)).await?
+    } else {
+        send_webhook(&state, event_type, &snapshot).await?
+    };
     Ok((
         status,
         Json(json!({ "sent_webhook": event_type, "ticket": id, "webhooks_answered": answer })),
@@ -272,14 +281,27 @@ async fn send_webhook(
     event_type: &str,
     ticket: &TicketSnapshot,
 ) -> Result<(StatusCode, Value), ApiError> {
+    send_webhook_with(state, event_type, ticket, None).await
+}
+
+/// A webhook with the customer's `message`, when there is one.
+async fn send_webhook_with(
+    state: &SandboxState,
+    event_type: &str,
+    ticket: &TicketSnapshot,
+    message: Option<Value>,
+) -> Result<(StatusCode, Value), ApiError> {
     let now = state.functions.clock.now();
-    let body = serde_json::to_vec(&json!({
+    let mut delivery = json!({
         "delivery_id": ulid::Ulid::new().to_string(),
         "type": event_type,
         "occurred_at": now,
         "ticket": ticket,
-    }))
-    .expect("demo deliveries serialise");
+    });
+    if let Some(message) = message {
+        delivery["message"] = message;
+    }
+    let body = serde_json::to_vec(&delivery).expect("demo deliveries serialise");
     let signature = sign_timestamped(
         state.tenant.webhook_secret.as_bytes(),
         now.timestamp(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::automation::{ActionRequest, audit_put, message_context, review_ref};
-use crate::domain::{Agent, Case, CaseAssignee, CaseStatus, Email, Review, TicketSnapshot};
+use crate::domain::{Agent, CaseAssignee, CaseStatus, Email, Review, TicketSnapshot};
 use crate::echoes::{self, ExpectedChange};
 use crate::event::{EventEnvelope, EventType};
 use crate::helpdesk::{
@@ -24,15 +24,16 @@ use crate::helpdesk::{
     Requester, WebhookSender,
 };
 use crate::idempotency::{self, Begin, IdempotencyConfig, IdempotencyError};
-use crate::ids::{AgentId, CaseId, RuleId, SurveyRequestId, TenantId, TicketId};
+use crate::ids::{
+    AccountId, AgentId, CaseId, ContactId, RuleId, SurveyRequestId, TenantId, TicketId,
+};
 use crate::keys;
 use crate::outbox::outbox_put;
 use crate::ports::{Clock, MailError, Mailer, OutgoingEmail};
 use crate::records::{read_record, record_item};
 use crate::rules::Action;
 use crate::store::{
-    CancelReason, Condition, Index, ItemExt, ItemStore, Key, Query, StoreError, Update, Value,
-    WriteOp,
+    CancelReason, Condition, ItemExt, ItemStore, Key, Query, StoreError, Update, Value, WriteOp,
 };
 use crate::surveys::SurveyError;
 use crate::templates;
@@ -967,43 +968,55 @@ impl Executor<'_> {
             )));
         }
         let (assignee, note) = self.case_assignee(job, assignee);
-        let case = Case {
-            id: CaseId::new(),
-            tenant_id: job.tenant().clone(),
-            survey_request_id: review_json["survey_request_id"]
-                .as_str()
-                .and_then(|s| SurveyRequestId::parse(s).ok()),
-            ticket_id: job.ticket_id().ok(),
-            review: Some(reference),
-            assignee: assignee.clone(),
-            status: CaseStatus::Open,
-            opened_at: job.now,
-            opened_by_rule: Some(job.request.rule_id),
-            sla_deadline: None,
-            sla_breached: false,
-            closed_at: None,
-            resolution: None,
-        };
-        let mut marker_item = marker.to_item();
-        marker_item.insert("case_id".into(), Value::S(case.id.to_string()));
-        let mut case_item = record_item(&keys::case(job.tenant(), case.id), "case", &case);
-        case_item.insert("status".into(), Value::s("open"));
+        let contact_id = review_json["contact_id"]
+            .as_str()
+            .and_then(|c| ContactId::parse(c).ok())
+            .or_else(|| job.ticket.as_ref().map(|t| t.contact.id.clone()));
+        let account_id = review_json["account_id"]
+            .as_str()
+            .and_then(|a| AccountId::parse(a).ok())
+            .or_else(|| {
+                job.ticket
+                    .as_ref()
+                    .and_then(|t| t.contact.account.as_ref().map(|a| a.id.clone()))
+            });
+        let policy = crate::cases::policy(self.store, job.tenant()).await?;
+        let (case, mut writes) = crate::cases::open(
+            job.tenant(),
+            crate::cases::Opening {
+                id: CaseId::new(),
+                review: reference,
+                review_key,
+                survey_request_id: review_json["survey_request_id"]
+                    .as_str()
+                    .and_then(|s| SurveyRequestId::parse(s).ok()),
+                ticket_id: job.ticket_id().ok(),
+                contact_id,
+                account_id,
+                assignee: assignee.clone(),
+                origin: crate::domain::CaseOrigin::Rule,
+                opened_by_rule: Some(job.request.rule_id),
+                cause_event: job.cause().event_id,
+                message: None,
+            },
+            &policy,
+            job.now,
+        );
         let opened = job.event(
             EventType::CaseOpened,
             json!({"case": case, "review": review_json}),
         );
+        writes.push(outbox_put(&opened, job.now));
         let who = match &assignee {
             Some(a) => format!("assigned to {}", a.as_str()),
             None => "unassigned".to_string(),
         };
-        Ok(
-            Effect::done(format!("case {} opened, {who}{note}", case.id)).with(vec![
-                // First, so a race with another opening is a condition failure at 0.
-                WriteOp::put_if(marker_item, Condition::item_absent()),
-                WriteOp::put_if(case_item, Condition::item_absent()),
-                outbox_put(&opened, job.now),
-            ]),
-        )
+        let due = match case.sla_deadline {
+            Some(d) => format!(", due {}", crate::keys::sortable_time(d)),
+            None => String::new(),
+        };
+        // The marker is the first write, so a race with another opening fails at 0.
+        Ok(Effect::done(format!("case {} opened, {who}{due}{note}", case.id)).with(writes))
     }
 
     /// The case's agent, and a note for the audit when the rule's choice found nobody.
@@ -1053,54 +1066,32 @@ impl Executor<'_> {
         let Some(case_id) = case_id else {
             return Ok(Effect::no_op("the review has no open case"));
         };
-        let case_key = keys::case(job.tenant(), case_id);
-        let Some(item) = self.store.get(&case_key).await? else {
+        let Some((case, revision)) = crate::cases::load(self.store, job.tenant(), case_id).await?
+        else {
             return Ok(Effect::no_op(format!("case {case_id} does not exist")));
         };
-        let mut case: Case = read_record(&item)?;
         if case.status == CaseStatus::Closed {
             return Ok(Effect::no_op(format!("case {case_id} is already closed")));
         }
-        case.status = CaseStatus::Closed;
-        case.closed_at = Some(job.now);
-        case.resolution = Some(resolution.to_string());
-        let mut writes = vec![WriteOp::Update {
-            key: case_key,
-            update: Update::new()
-                .set(
-                    crate::records::DATA,
-                    Value::S(serde_json::to_string(&case).expect("cases serialise")),
-                )
-                .set("status", Value::s("closed"))
-                // Closed cases leave the SLA index.
-                .remove(Index::Gsi1.pk_attribute())
-                .remove(Index::Gsi1.sk_attribute()),
-            condition: Some(Condition::eq("status", Value::s("open"))),
-        }];
-        if let Some(review_key) = case
-            .review
-            .as_deref()
-            .and_then(|r| review_key_from_ref(job.tenant(), r))
-        {
-            let marker = keys::review_open_case(&review_key);
-            let names_this_case = self
-                .store
-                .get(&marker)
-                .await?
-                .is_some_and(|m| m.str_attr("case_id") == Some(&case_id.to_string()));
-            if names_this_case {
-                writes.push(WriteOp::Delete {
-                    key: marker,
-                    condition: Some(Condition::eq("case_id", Value::S(case_id.to_string()))),
-                });
-            }
-        }
-        let closed = job.event(
+        let (settings, _) = crate::cases::settings(self.store, job.tenant()).await?;
+        let option = settings
+            .option_for_resolution(resolution)
+            .map_err(|e| Failure::Permanent(format!("close_case resolution: {e}")))?;
+        let by = format!("rule:{}", job.request.rule_id);
+        let (closed, mut writes) =
+            match crate::cases::close_writes(self.store, &case, revision, option, &by, job.now)
+                .await
+            {
+                Ok(done) => done,
+                Err(crate::cases::CaseError::Store(e)) => return Err(Failure::Store(e)),
+                Err(e) => return Err(Failure::Permanent(e.to_string())),
+            };
+        let event = job.event(
             EventType::CaseClosed,
-            json!({"case": case, "review": data["review"]}),
+            json!({"case": closed, "review": data["review"]}),
         );
-        writes.push(outbox_put(&closed, job.now));
-        Ok(Effect::done(format!("case {case_id} closed: {resolution}")).with(writes))
+        writes.push(outbox_put(&event, job.now));
+        Ok(Effect::done(format!("case {case_id} closed: {}", option.label)).with(writes))
     }
 
     async fn send_rating_request(&self, job: &Job<'_>) -> Result<Effect, Failure> {

@@ -528,7 +528,19 @@ pub enum CaseStatus {
     Closed,
 }
 
-/// A follow-up case opened for a review (by a rule's `open_case`).
+/// What opened a case.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseOrigin {
+    /// A rule's `open_case` action.
+    #[default]
+    Rule,
+    /// The customer wrote again on a ticket whose review's case had been closed.
+    CustomerReply,
+}
+
+/// A follow-up case opened for a review (by a rule's `open_case`, or a customer's reply after
+/// its last case closed). `shared/core/src/cases.rs` holds its life cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Case {
     pub id: CaseId,
@@ -542,20 +554,45 @@ pub struct Case {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<AccountId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<AgentId>,
     pub status: CaseStatus,
     pub opened_at: DateTime<Utc>,
+    #[serde(default)]
+    pub origin: CaseOrigin,
     /// The rule whose action opened it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened_by_rule: Option<crate::ids::RuleId>,
+    /// When the SLA runs out; none when the tenant's SLA was off at opening.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla_deadline: Option<DateTime<Utc>>,
     #[serde(default)]
     pub sla_breached: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breached_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<DateTime<Utc>>,
+    /// The close option's label as it was at closing (kept if the option is renamed or retired).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<String>,
+    /// The close option's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution_id: Option<String>,
+    /// Who closed it: `admin`, `agent:<id>`, `rule:<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    /// Closed by its deadline (none without an SLA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla_met: Option<bool>,
+    /// Wall-clock seconds from opening to closing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_close: Option<i64>,
+    /// Business-hours seconds from opening to closing, by the tenant's calendar (24/7 without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub business_seconds_to_close: Option<i64>,
 }
 
 #[cfg(test)]

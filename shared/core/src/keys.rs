@@ -251,7 +251,45 @@ pub fn failed_action(tenant: &TenantId, id: ulid::Ulid) -> Key {
 }
 
 pub fn case(tenant: &TenantId, id: crate::ids::CaseId) -> Key {
-    Key::new(format!("{}#CASE#{id}", tenant_prefix(tenant)), "CASE")
+    Key::new(case_partition(tenant, id), "CASE")
+}
+
+/// A case's partition: the case (`CASE`) and its history (`HISTORY#<time>#<ulid>`), so one
+/// query reads both.
+pub fn case_partition(tenant: &TenantId, id: crate::ids::CaseId) -> String {
+    format!("{}#CASE#{id}", tenant_prefix(tenant))
+}
+
+pub const CASE_HISTORY_PREFIX: &str = "HISTORY#";
+
+/// One entry of a case's history; `unique` (a ULID, or the causing event's id) keeps entries
+/// of the same millisecond apart and makes a redelivered one rewrite itself.
+pub fn case_history(
+    tenant: &TenantId,
+    id: crate::ids::CaseId,
+    at: DateTime<Utc>,
+    unique: &str,
+) -> Key {
+    Key::new(
+        case_partition(tenant, id),
+        format!("{CASE_HISTORY_PREFIX}{}#{unique}", sortable_time(at)),
+    )
+}
+
+/// GSI2 partition of every case of the tenant, sorted by opening time (`<opened>#<ulid>`): the
+/// case list and the reports read one date range of it.
+pub fn cases_by_opening_index(tenant: &TenantId) -> String {
+    format!("{}#CASES", tenant_prefix(tenant))
+}
+
+/// The tenant's SLA policy and close options.
+pub fn case_settings(tenant: &TenantId) -> Key {
+    Key::new(tenant_prefix(tenant), "CASE_SETTINGS")
+}
+
+/// The last case opened on a ticket: a customer's later message finds it here.
+pub fn ticket_latest_case(tenant: &TenantId, ticket: &TicketId) -> Key {
+    Key::new(ticket_partition(tenant, ticket), "LATEST_CASE")
 }
 
 /// At most one open case per review: this marker, beside the review, names it.

@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod actions;
 pub mod automation;
 pub mod calendar;
+pub mod case_reports;
+pub mod cases;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod contacts;
