@@ -181,6 +181,19 @@ pub async fn get_settings(
     serde_json::from_str(json).map_err(|e| TenancyError::Corrupt(tenant.clone(), e.to_string()))
 }
 
+/// The tenant's time zone, for code that speaks only `StoreError` (UTC if the settings are
+/// missing or unreadable).
+pub async fn time_zone(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+) -> Result<chrono_tz::Tz, StoreError> {
+    match get_settings(store, tenant).await {
+        Ok(s) => Ok(s.time_zone.tz()),
+        Err(TenancyError::Store(e)) => Err(e),
+        Err(_) => Ok(chrono_tz::UTC),
+    }
+}
+
 /// Replaces the settings; the caller has validated them.
 pub async fn put_settings(
     store: &dyn ItemStore,
