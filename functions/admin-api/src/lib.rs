@@ -24,7 +24,9 @@ pub struct AdminState {
 
 mod agents;
 mod connector;
+mod detractors;
 mod failed_actions;
+mod reports;
 mod rules;
 mod templates;
 mod tickets;
@@ -40,6 +42,8 @@ pub fn router(state: AdminState) -> Router {
         .merge(webhook_sources::routes())
         .merge(connector::routes())
         .merge(failed_actions::routes())
+        .merge(reports::routes())
+        .merge(detractors::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

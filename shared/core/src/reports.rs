@@ -650,6 +650,130 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
+// ── Short-lived signed links to the report page ─────────────────────────────────────────────
+
+/// A report link lives this long at most.
+pub const MAX_LINK_MINUTES: i64 = 24 * 60;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("this report link is damaged")]
+    Malformed,
+    #[error("this report link was not issued by us")]
+    BadSignature,
+    #[error("this report link has expired; ask for a new one (closedloop report-link)")]
+    Expired,
+}
+
+fn link_key(tenant: &TenantId) -> Key {
+    Key::new(keys::tenant_prefix(tenant), "REPORT_LINK_KEY")
+}
+
+/// The tenant's link-signing secret, created on first use (deleting the item revokes every
+/// link given out).
+async fn link_secret(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    create: bool,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    use base64::Engine;
+    let decode = |item: &Item| {
+        item.str_attr("secret")
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+    };
+    if let Some(item) = store.get(&link_key(tenant)).await? {
+        return Ok(decode(&item));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let mut item = link_key(tenant).to_item();
+    item.insert("entity".into(), Value::s("report_link_key"));
+    item.insert(
+        "secret".into(),
+        Value::S(base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())),
+    );
+    match store
+        .put(item.clone(), Some(crate::store::Condition::item_absent()))
+        .await
+    {
+        Ok(()) => Ok(decode(&item)),
+        // Another call created it first: use that one.
+        Err(e) if e.is_condition_failure() => Ok(store
+            .get(&link_key(tenant))
+            .await?
+            .as_ref()
+            .and_then(decode)),
+        Err(e) => Err(e),
+    }
+}
+
+fn link_mac(secret: &[u8], payload: &str) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(payload.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A token that opens the tenant's report page until `expires_at`.
+pub async fn issue_link(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    expires_at: DateTime<Utc>,
+) -> Result<String, StoreError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let secret = link_secret(store, tenant, true)
+        .await?
+        .ok_or_else(|| StoreError::Other("the report link key is unreadable".into()))?;
+    let payload = format!("r1|{}|{}", tenant.as_str(), expires_at.timestamp());
+    Ok(format!(
+        "{}.{}",
+        b64.encode(&payload),
+        b64.encode(link_mac(&secret, &payload))
+    ))
+}
+
+/// The tenant a report link opens, if it is genuine and current.
+pub async fn verify_link(
+    store: &dyn ItemStore,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<TenantId, LinkError>, StoreError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parsed = (|| {
+        let (p, m) = token.split_once('.')?;
+        let payload = String::from_utf8(b64.decode(p).ok()?).ok()?;
+        let mac = b64.decode(m).ok()?;
+        let mut parts = payload.split('|');
+        let (Some("r1"), Some(tenant), Some(expires), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        Some((
+            TenantId::parse(tenant).ok()?,
+            expires.parse::<i64>().ok()?,
+            payload.clone(),
+            mac,
+        ))
+    })();
+    let Some((tenant, expires, payload, mac)) = parsed.filter(|_| token.len() <= 300) else {
+        return Ok(Err(LinkError::Malformed));
+    };
+    let Some(secret) = link_secret(store, &tenant, false).await? else {
+        return Ok(Err(LinkError::BadSignature));
+    };
+    if !crate::signature::constant_time_eq(&link_mac(&secret, &payload), &mac) {
+        return Ok(Err(LinkError::BadSignature));
+    }
+    if now.timestamp() >= expires {
+        return Ok(Err(LinkError::Expired));
+    }
+    Ok(Ok(tenant))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
