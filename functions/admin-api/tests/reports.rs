@@ -527,3 +527,102 @@ async fn a_signed_link_opens_the_page_until_it_expires() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(body.contains("expired"), "{body}");
 }
+
+async fn send(w: &World, method: &str, path: &str, body: &str) -> (StatusCode, String) {
+    let response = w
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {}", w.acme))
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn account_block_limits_are_set_per_connector_and_checked() {
+    let w = world().await;
+    let path = "/admin/v1/connector/account-block-limits";
+    let limits = r#"{"subject_chars": 40, "message_chars": 2000}"#;
+    let (status, _) = send(&w, "PUT", path, limits).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no connector yet");
+    let (status, body) = send(
+        &w,
+        "PUT",
+        "/admin/v1/connector",
+        r#"{"kind": "generic_webhook", "url": "https://erp.acme.example/hook"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, body) = send(&w, "GET", path, "").await;
+    assert!(
+        body.contains(r#""subject_chars":32"#) && body.contains("connector default"),
+        "{body}"
+    );
+    let (status, body) = send(
+        &w,
+        "PUT",
+        path,
+        r#"{"subject_chars": 3, "message_chars": 2000}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body.contains("account_block_limits.subject_chars"),
+        "{body}"
+    );
+    let (status, _) = send(
+        &w,
+        "PUT",
+        path,
+        r#"{"subject_chars": 40, "message_chars": 2000, "x": 1}"#,
+    )
+    .await;
+    assert!(status.is_client_error());
+    let (status, _) = send(&w, "PUT", path, limits).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = send(&w, "GET", path, "").await;
+    assert!(
+        body.contains(r#""message_chars":2000"#) && body.contains("configured"),
+        "{body}"
+    );
+    // Saving the connector again keeps its limits.
+    send(
+        &w,
+        "PUT",
+        "/admin/v1/connector",
+        r#"{"kind": "generic_webhook", "url": "https://erp2.acme.example/hook"}"#,
+    )
+    .await;
+    let (_, body) = send(&w, "GET", path, "").await;
+    assert!(body.contains(r#""message_chars":2000"#), "{body}");
+    let (status, _) = send(&w, "DELETE", path, "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, body) = send(&w, "GET", path, "").await;
+    assert!(body.contains("connector default"), "{body}");
+}
+
+#[tokio::test]
+async fn digest_recipients_are_a_setting_and_bad_addresses_are_refused() {
+    let w = world().await;
+    let (_, body) = send(&w, "GET", "/admin/v1/settings", "").await;
+    let mut settings: serde_json::Value = serde_json::from_str(&body).unwrap();
+    settings["digest_recipients"] = serde_json::json!(["lead@acme.example", "not an address"]);
+    let (status, body) = send(&w, "PUT", "/admin/v1/settings", &settings.to_string()).await;
+    assert!(status.is_client_error(), "{body}");
+    assert!(body.contains("not an address"), "{body}");
+    settings["digest_recipients"] = serde_json::json!(["lead@acme.example"]);
+    let (status, _) = send(&w, "PUT", "/admin/v1/settings", &settings.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = send(&w, "GET", "/admin/v1/settings", "").await;
+    assert!(body.contains("lead@acme.example"));
+}

@@ -577,7 +577,9 @@ pub async fn rated_tickets(
             Index::Gsi2,
             rated_index(tenant, &month.format("%Y-%m").to_string()),
         )
-        .sk(SortKeyCondition::Between(lower.clone(), upper.clone()));
+        .sk(SortKeyCondition::Between(lower.clone(), upper.clone()))
+        // Pages about the size asked for, so a call reads little beyond what it returns.
+        .limit(limit.clamp(50, 1000) + 1);
         loop {
             let page = store.query(query.clone()).await?;
             page_out.items_read += page.items.len();
