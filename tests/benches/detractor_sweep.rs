@@ -6,7 +6,8 @@
 //!   cargo bench -p closedloop-tests --bench detractor_sweep --profile profiling
 //!   AWS_ENDPOINT_URL_MOTO=http://127.0.0.1:5055 cargo bench ... (moto via scripts/emulators.sh up)
 //!
-//! Sizes: BENCH_ACCOUNTS (100000), BENCH_MOTO_ACCOUNTS (5000); 10 answers per account.
+//! Sizes: BENCH_ACCOUNTS (100000), BENCH_MOTO_ACCOUNTS (5000); 10 answers per account. On
+//! moto the load uses plain puts: moto copies the table for every transaction.
 
 #[path = "common.rs"]
 mod common;
@@ -61,9 +62,23 @@ fn review(tenant: &TenantId, i: usize, j: usize, score: u8, at: DateTime<Utc>) -
 /// its latest answer is a detractor, reported, out of the changed index).
 async fn seed(store: &dyn ItemStore, tenant: &TenantId, accounts: usize, base: DateTime<Utc>) {
     let mut ops = Vec::with_capacity(100);
+    // Plain puts when `one_by_one` (moto copies the whole table for every transaction, so a
+    // transactional load of 50,000 items takes hours there), else transactions of 100.
+    let one_by_one = std::env::var("BENCH_LOAD_BY_PUT").is_ok();
     let flush = |ops: &mut Vec<WriteOp>| {
         let batch = std::mem::take(ops);
-        async move { store.transact_write(batch).await.unwrap() }
+        async move {
+            if one_by_one {
+                for op in batch {
+                    let WriteOp::Put { item, .. } = op else {
+                        unreachable!()
+                    };
+                    store.put(item, None).await.unwrap();
+                }
+            } else {
+                store.transact_write(batch).await.unwrap()
+            }
+        }
     };
     for i in 0..accounts {
         for j in 0..ANSWERS_PER_ACCOUNT {
@@ -249,6 +264,8 @@ async fn main() {
     run("embedded", embedded, accounts).await;
 
     if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_MOTO") {
+        // SAFETY: set before any other thread reads the environment.
+        unsafe { std::env::set_var("BENCH_LOAD_BY_PUT", "1") };
         let accounts: usize = std::env::var("BENCH_MOTO_ACCOUNTS")
             .ok()
             .and_then(|v| v.parse().ok())
