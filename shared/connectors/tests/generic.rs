@@ -166,8 +166,8 @@ async fn every_change_is_a_signed_post_of_its_documented_body_with_an_idempotenc
         &server,
         with(
             "upsert_account_block",
-            json!({"account_id": "acc-1", "block": {"detractor": true, "latest_score": 3,
-                "text": "Latest NPS: 3 (detractor)"}}),
+            json!({"account_id": "acc-1", "block": {"detractor": true, "subject": "NPS detractor",
+                "latest_score": 3, "text": "Latest NPS: 3 (detractor)"}}),
         ),
         ok(),
     )
