@@ -116,3 +116,107 @@ async fn a_customer_on_a_phone_rates_and_comments_in_a_real_browser() {
     );
     running.shutdown().await;
 }
+
+/// The report page in a real browser at laptop width: a manager opens the short-lived link
+/// `closedloop report-link` prints, sees the trend chart and the per-agent table, and the page
+/// fetches nothing from elsewhere (`tests/browser/report_page.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_opens_the_report_page_link_in_a_real_browser() {
+    use closedloop_core::domain::{CsatValue as C, ProviderResponse, Review};
+    use closedloop_core::ids::{AgentId, TenantId, TicketId};
+    use closedloop_core::records::record_item;
+    use closedloop_core::store::WriteOp;
+    use closedloop_core::{keys, reports};
+
+    let (node, chromium) = tools();
+    let dir = temp_dir();
+    let running = start_demo(&dir).await;
+    let tenant = TenantId::parse("demo").unwrap();
+    // Three weeks of ratings for the demo's two agents, counted as settling counts them.
+    let now = chrono::Utc::now();
+    for day in 0..21i64 {
+        for (n, (agent, rating)) in [
+            ("a-alice", C::Positive),
+            ("a-mark", C::Neutral),
+            (
+                "a-alice",
+                if day % 3 == 0 {
+                    C::Negative
+                } else {
+                    C::Positive
+                },
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let at = now - chrono::Duration::days(day) - chrono::Duration::hours(n as i64);
+            let id = format!("r{day}-{n}");
+            let key = keys::provider_review(&tenant, "delighted", &id);
+            let review = Review {
+                tenant_id: tenant.clone(),
+                survey_request_id: None,
+                ticket_id: Some(TicketId::parse(&format!("{}", 2000 + day)).unwrap()),
+                rating: Rating::Csat(rating),
+                comment: None,
+                agent_id: Some(AgentId::parse(agent).unwrap()),
+                contact_id: None,
+                account_id: None,
+                recorded_at: at,
+                updated_at: at,
+                provider: Some(ProviderResponse {
+                    source: "delighted".into(),
+                    response_id: id,
+                    respondent_email: None,
+                    answered_at: at,
+                }),
+                tags: vec![],
+                status: None,
+            };
+            let (mut ops, attrs) =
+                reports::on_review_write(&tenant, chrono_tz::UTC, &key, None, &review);
+            let mut item = record_item(&key, "review", &review);
+            item.extend(attrs);
+            ops.push(WriteOp::put(item));
+            running.store().transact_write(ops).await.unwrap();
+        }
+    }
+    let credentials = closedloop::report_link::credentials(&dir, None).unwrap();
+    let url =
+        closedloop::report_link::request_link(&running.info.base_url, &credentials.api_key, 5)
+            .await
+            .unwrap();
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser/report_page.png");
+    let script = tokio::task::spawn_blocking({
+        let (url, screenshot) = (url.clone(), screenshot.clone());
+        move || {
+            Command::new(node)
+                .current_dir(browser_dir())
+                .arg("report_page.mjs")
+                .args(["--url", &url, "--agent", "Alice Meyer"])
+                .arg("--screenshot")
+                .arg(&screenshot)
+                .arg("--chromium")
+                .arg(&chromium)
+                .output()
+                .expect("running node")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        script.status.success(),
+        "the browser run failed ({}):\n{}{}",
+        script.status,
+        String::from_utf8_lossy(&script.stderr),
+        String::from_utf8_lossy(&script.stdout)
+    );
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    eprintln!("report page screenshot: {}", screenshot.display());
+    running.shutdown().await;
+}

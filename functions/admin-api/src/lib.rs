@@ -31,7 +31,9 @@ pub struct AdminState {
 mod agents;
 mod cases;
 mod connector;
+mod detractors;
 mod failed_actions;
+mod reports;
 mod rules;
 mod templates;
 mod tickets;
@@ -48,6 +50,8 @@ pub fn router(state: AdminState) -> Router {
         .merge(connector::routes())
         .merge(failed_actions::routes())
         .merge(cases::routes())
+        .merge(reports::routes())
+        .merge(detractors::routes())
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

@@ -1,16 +1,29 @@
-//! `detractor-sweep`: daily, reads the customer accounts whose latest NPS answer changed since
-//! the last run (sparse index), never every answer.
+//! `detractor-sweep`: daily, flags and unflags customer accounts in the helpdesk from their
+//! latest NPS answer and mails the digest. It reads only the accounts whose latest answer
+//! changed since the last run and those still in error (a sparse index), never every answer.
 
-use closedloop_core::ports::Clock;
-use closedloop_core::store::{ItemStore, StoreError};
-use closedloop_core::sweeps::{self, SweepReport};
+use closedloop_core::detractors::{self, SweepError, SweepSummary};
+use closedloop_core::helpdesk::ConnectorDirectory;
+use closedloop_core::ports::{Clock, Mailer};
+use closedloop_core::store::ItemStore;
 
-pub async fn handle(store: &dyn ItemStore, clock: &dyn Clock) -> Result<SweepReport, StoreError> {
-    let report = sweeps::detractor_sweep(store, clock.now()).await?;
+pub async fn handle(
+    store: &dyn ItemStore,
+    connectors: &dyn ConnectorDirectory,
+    mailer: &dyn Mailer,
+    clock: &dyn Clock,
+) -> Result<SweepSummary, SweepError> {
+    let summary = detractors::sweep(store, connectors, mailer, clock.now()).await?;
     tracing::info!(
-        items_read = report.items_read,
-        changed = report.changed,
+        accounts_read = summary.accounts_read,
+        items_read = summary.items_read,
+        flagged = summary.flagged,
+        updated = summary.updated,
+        unflagged = summary.unflagged,
+        in_error = summary.in_error,
+        digests_sent = summary.digests_sent,
+        digest_failures = summary.digest_failures,
         "detractor sweep done"
     );
-    Ok(report)
+    Ok(summary)
 }

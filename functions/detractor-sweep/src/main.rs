@@ -1,17 +1,23 @@
 use closedloop_aws::runtime::{AwsAdapters, init_tracing};
+use closedloop_connectors::{CALL_TIMEOUT, StoreConnectorDirectory, http_client};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let aws = AwsAdapters::from_env().await?;
-    let aws = &aws;
+    let connectors = StoreConnectorDirectory::new(aws.store.clone(), http_client(CALL_TIMEOUT));
+    let (aws, connectors) = (&aws, &connectors);
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            let report = detractor_sweep::handle(aws.store.as_ref(), aws.clock.as_ref()).await?;
-            Ok::<_, lambda_runtime::Error>(
-                serde_json::json!({ "items_read": report.items_read, "changed": report.changed }),
+            let summary = detractor_sweep::handle(
+                aws.store.as_ref(),
+                connectors,
+                aws.mailer.as_ref(),
+                aws.clock.as_ref(),
             )
+            .await?;
+            Ok::<_, lambda_runtime::Error>(serde_json::to_value(&summary)?)
         },
     ))
     .await

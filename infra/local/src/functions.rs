@@ -103,10 +103,15 @@ impl Functions {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            DETRACTOR_SWEEP => detractor_sweep::handle(store, clock)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
+            DETRACTOR_SWEEP => detractor_sweep::handle(
+                store,
+                self.connectors.as_ref(),
+                self.mailer.as_ref(),
+                clock,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
             other => Err(format!(
                 "{other} is not an event-driven function of this runner"
             )),

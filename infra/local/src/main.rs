@@ -47,6 +47,21 @@ enum Command {
         #[arg(long)]
         template: Option<PathBuf>,
     },
+    /// Print a short-lived link to the report page of a running `closedloop up`.
+    ReportLink {
+        #[arg(long, env = "CLOSEDLOOP_PORT", default_value_t = 8080)]
+        port: u16,
+        #[arg(long, env = "CLOSEDLOOP_HOST", default_value = "127.0.0.1")]
+        host: IpAddr,
+        #[arg(long, env = "CLOSEDLOOP_DATA_DIR", default_value = ".closedloop")]
+        data_dir: PathBuf,
+        /// The tenant (default: the demo tenant, else the default one).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// How long the link works (1 to 1440 minutes).
+        #[arg(long, default_value_t = 15)]
+        minutes: i64,
+    },
     /// Print the signature header for a generic webhook body read from stdin.
     SignWebhook {
         /// The tenant's webhook secret (see the tenant file in the data directory).
@@ -87,6 +102,29 @@ async fn main() -> ExitCode {
                 Ok(running) => {
                     print_banner(&running.info);
                     running.run_until_signal().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("closedloop: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::ReportLink {
+            port,
+            host,
+            data_dir,
+            tenant,
+            minutes,
+        } => {
+            let base = format!("http://{}", SocketAddr::new(host, port));
+            let link = match closedloop::report_link::credentials(&data_dir, tenant.as_deref()) {
+                Ok(c) => closedloop::report_link::request_link(&base, &c.api_key, minutes).await,
+                Err(e) => Err(e),
+            };
+            match link {
+                Ok(url) => {
+                    println!("{url}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -183,6 +183,16 @@ pub struct SandboxHelpdesk {
     /// Idempotency key → the answer given: a retried call is answered again, not re-applied.
     answered: Mutex<HashMap<String, Value>>,
     next_ticket: Mutex<u32>,
+    /// Customer account records: what staff wrote, and closedloop's block beside it.
+    accounts: Mutex<HashMap<String, SandboxAccount>>,
+}
+
+#[derive(Clone, serde::Serialize)]
+struct SandboxAccount {
+    name: String,
+    /// Staff's own text on the record; closedloop's block operations never touch it.
+    notes: String,
+    closedloop_block: Option<Value>,
 }
 
 impl Default for SandboxHelpdesk {
@@ -197,6 +207,22 @@ impl Default for SandboxHelpdesk {
             calls: Mutex::new(Vec::new()),
             answered: Mutex::new(HashMap::new()),
             next_ticket: Mutex::new(2001),
+            accounts: Mutex::new(
+                DEMO_TICKETS
+                    .iter()
+                    .map(|t| {
+                        let account = SandboxAccount {
+                            name: t.account.1.into(),
+                            notes: format!(
+                                "{}: key account. Invoices to the finance team.",
+                                t.account.1
+                            ),
+                            closedloop_block: None,
+                        };
+                        (t.account.0.to_string(), account)
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -214,11 +240,24 @@ pub fn router(functions: Arc<Functions>, tenant: TenantCredentials) -> Router {
         .route("/sandbox/tickets/{id}/{action}", post(change))
         .route(HELPDESK_PATH, post(connector_call))
         .route("/sandbox/helpdesk/calls", get(calls))
+        .route("/sandbox/accounts/{id}", get(show_account))
         .with_state(SandboxState {
             functions,
             tenant,
             helpdesk: Arc::new(SandboxHelpdesk::default()),
         })
+}
+
+/// `GET /sandbox/accounts/{id}`: the account record as the helpdesk shows it.
+async fn show_account(
+    State(state): State<SandboxState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let accounts = state.helpdesk.accounts.lock().expect("sandbox lock");
+    let account = accounts.get(&id).ok_or_else(|| {
+        ApiError::not_found("the sandbox has accounts acc-northwind and acc-contoso")
+    })?;
+    Ok(Json(json!(account)))
 }
 
 fn unknown_ticket() -> ApiError {
@@ -420,7 +459,18 @@ fn apply(helpdesk: &SandboxHelpdesk, call: &Value) -> Result<(Value, Webhook), A
     match operation.as_str() {
         "list_ticket_types" => return Ok((json!({ "ticket_types": TICKET_TYPES }), None)),
         "upsert_account_block" | "remove_account_block" => {
-            text("account_id")?;
+            let id = text("account_id")?;
+            let mut accounts = helpdesk.accounts.lock().expect("sandbox lock");
+            let account = accounts
+                .entry(id.clone())
+                .or_insert_with(|| SandboxAccount {
+                    name: id,
+                    notes: String::new(),
+                    closedloop_block: None,
+                });
+            // Only closedloop's block changes; the notes stay as staff wrote them.
+            account.closedloop_block =
+                (operation == "upsert_account_block").then(|| call["block"].clone());
             return Ok((json!({"ok": true}), None));
         }
         "create_ticket" => {

@@ -138,6 +138,7 @@ fn connector(
             secret: "bench-secret-0123456789".into(),
             settings: settings(kind),
             updated_at: chrono::Utc::now(),
+            account_block_limits: None,
         },
     )
 }

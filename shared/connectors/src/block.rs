@@ -36,7 +36,8 @@ fn line_ending(text: &str) -> &'static str {
 /// The block's lines, with any line of ours that would read as a marker defused.
 fn render(block: &AccountBlock, eol: &str) -> String {
     let mut out = String::from(BEGIN);
-    for line in block.text.lines() {
+    let subject = (!block.subject.trim().is_empty()).then_some(block.subject.as_str());
+    for line in subject.into_iter().chain(block.text.lines()) {
         out.push_str(eol);
         let t = line.trim();
         if t == BEGIN || t == END {
@@ -93,6 +94,7 @@ mod tests {
     fn block(text: &str) -> AccountBlock {
         AccountBlock {
             detractor: true,
+            subject: String::new(),
             latest_score: Some(3),
             answered_at: None,
             text: text.into(),

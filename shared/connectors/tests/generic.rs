@@ -166,8 +166,8 @@ async fn every_change_is_a_signed_post_of_its_documented_body_with_an_idempotenc
         &server,
         with(
             "upsert_account_block",
-            json!({"account_id": "acc-1", "block": {"detractor": true, "latest_score": 3,
-                "text": "Latest NPS: 3 (detractor)"}}),
+            json!({"account_id": "acc-1", "block": {"detractor": true, "subject": "NPS detractor",
+                "latest_score": 3, "text": "Latest NPS: 3 (detractor)"}}),
         ),
         ok(),
     )
@@ -194,6 +194,7 @@ async fn every_change_is_a_signed_post_of_its_documented_body_with_an_idempotenc
     let account = AccountId::parse("acc-1").unwrap();
     let block = AccountBlock {
         detractor: true,
+        subject: "NPS detractor".into(),
         latest_score: Some(3),
         answered_at: None,
         text: "Latest NPS: 3 (detractor)".into(),

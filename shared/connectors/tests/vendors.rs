@@ -34,6 +34,7 @@ fn account() -> AccountId {
 fn block(text: &str) -> AccountBlock {
     AccountBlock {
         detractor: true,
+        subject: String::new(),
         latest_score: Some(3),
         answered_at: None,
         text: text.into(),
@@ -58,6 +59,7 @@ fn config(
         secret: secret.into(),
         settings,
         updated_at: chrono::Utc::now(),
+        account_block_limits: None,
     }
 }
 

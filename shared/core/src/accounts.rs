@@ -7,7 +7,7 @@ use crate::ids::{AccountId, ContactId, TenantId};
 use crate::keys;
 use crate::store::{Condition, Index, Item, ItemExt, ItemStore, StoreError, Update, Value};
 
-const ANSWERED_AT: &str = "latest_answered_at";
+pub(crate) const ANSWERED_AT: &str = "latest_answered_at";
 const SCORE: &str = "latest_score";
 const CONTACT: &str = "latest_contact_id";
 const REVIEW: &str = "latest_review";
@@ -41,7 +41,7 @@ pub struct LatestAnswer {
 /// or an older one (`latest_answered_at < answered_at`), so an older answer delivered late
 /// never overwrites a newer one, a redelivery of the same answer is a no-op, and concurrent
 /// writers are ordered by the store itself. A newer answer also puts the account into the
-/// sparse GSI2 partition `keys::accounts_changed_index`, which `sweeps::detractor_sweep` reads
+/// sparse GSI2 partition `keys::accounts_changed_index`, which `detractors::sweep` reads
 /// and clears.
 ///
 /// How to call it: after the review's own transaction has committed, with the account and
@@ -110,7 +110,8 @@ pub async fn latest_nps_answer(
         .and_then(read_latest))
 }
 
-fn read_latest(item: &Item) -> Option<LatestAnswer> {
+/// Reads the latest answer out of an account item (as the sweep's index query returns it).
+pub fn read_latest(item: &Item) -> Option<LatestAnswer> {
     Some(LatestAnswer {
         score: NpsScore::new(u8::try_from(item.i64_attr(SCORE)?).ok()?).ok()?,
         answered_at: item.str_attr(ANSWERED_AT)?.to_string(),

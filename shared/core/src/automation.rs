@@ -430,14 +430,9 @@ pub async fn facts_for(
                 .and_then(|s| s.contact.account.as_ref().map(|a| a.id.as_str()))
         })
         .and_then(|a| crate::ids::AccountId::parse(a).ok());
+    // The daily sweep's verdict, as the account's helpdesk record shows it.
     let flagged = match account {
-        Some(a) => Some(
-            crate::accounts::latest_nps_answer(store, &event.tenant_id, &a)
-                .await?
-                .is_some_and(|l| {
-                    l.score.band(settings.detractor_max_score) == crate::domain::NpsBand::Detractor
-                }),
-        ),
+        Some(a) => Some(crate::detractors::flagged_detractor(store, &event.tenant_id, &a).await?),
         None => None,
     };
     let agents_in_working_hours = crate::tenancy::list_agents(store, &event.tenant_id)

@@ -297,6 +297,9 @@ pub struct TenantSettings {
     /// The tenant's business hours (rules' `time.business_hours`; case SLAs). None: not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub business_hours: Option<crate::calendar::BusinessCalendar>,
+    /// Who gets the detractor sweep's digest email (none: no digest is sent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digest_recipients: Vec<Email>,
 }
 
 impl Default for TenantSettings {
@@ -311,6 +314,7 @@ impl Default for TenantSettings {
             brand_color: "#2563eb".into(),
             forbid_rating_change: false,
             business_hours: None,
+            digest_recipients: Vec::new(),
         }
     }
 }
@@ -318,6 +322,7 @@ impl Default for TenantSettings {
 impl TenantSettings {
     pub const MAX_SURVEY_DELAY_HOURS: u32 = 24 * 30;
     pub const MAX_CHANGE_WINDOW_MINUTES: u32 = 24 * 60;
+    pub const MAX_DIGEST_RECIPIENTS: usize = 20;
 
     /// Checks the rules no type expresses. Errors name the field.
     pub fn validate(&self) -> Result<(), DomainError> {
@@ -340,6 +345,12 @@ impl TenantSettings {
             return Err(DomainError::Invalid {
                 field: "detractor_max_score",
                 reason: "must be 6 (scores 0-6 are detractors) or 7 ('7 or less')".into(),
+            });
+        }
+        if self.digest_recipients.len() > Self::MAX_DIGEST_RECIPIENTS {
+            return Err(DomainError::Invalid {
+                field: "digest_recipients",
+                reason: format!("may hold at most {} addresses", Self::MAX_DIGEST_RECIPIENTS),
             });
         }
         let name_len = self.brand_name.trim().chars().count();

@@ -142,6 +142,9 @@ pub struct Requester {
 pub struct AccountBlock {
     /// Whether the account's latest NPS answer is a detractor.
     pub detractor: bool,
+    /// A short title for the block (an ERP's subject line); within the connector's limits.
+    #[serde(default)]
+    pub subject: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_score: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +160,43 @@ pub struct AccountBlock {
 pub enum Reopened {
     Reopened,
     FollowUpCreated { ticket_id: TicketId },
+}
+
+/// How much text a helpdesk takes in an account block. The default follows a classic ERP/PSA
+/// account message: a 32-character subject and a 1,024-character message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountBlockLimits {
+    pub subject_chars: usize,
+    pub message_chars: usize,
+}
+
+impl Default for AccountBlockLimits {
+    fn default() -> Self {
+        AccountBlockLimits {
+            subject_chars: 32,
+            message_chars: 1024,
+        }
+    }
+}
+
+impl AccountBlockLimits {
+    /// Sane bounds for a configured value (a helpdesk that takes no text cannot be flagged).
+    pub fn validate(&self) -> Result<(), ConnectorConfigError> {
+        if !(8..=1000).contains(&self.subject_chars) {
+            return Err(invalid(
+                "account_block_limits.subject_chars",
+                "must be 8 to 1000",
+            ));
+        }
+        if !(64..=100_000).contains(&self.message_chars) {
+            return Err(invalid(
+                "account_block_limits.message_chars",
+                "must be 64 to 100000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What the helpdesk connector does for the `actions` function and the sweeps. Every call that
@@ -176,6 +216,11 @@ pub trait HelpdeskConnector: Send + Sync {
     async fn test_connection(&self) -> Result<String, ConnectorError> {
         let types = self.list_ticket_types().await?;
         Ok(format!("connected; {} ticket types", types.len()))
+    }
+    /// How much text the vendor's account record takes; a tenant's connector configuration
+    /// may set other limits (`ConnectorConfig::account_block_limits`).
+    fn account_block_limits(&self) -> AccountBlockLimits {
+        AccountBlockLimits::default()
     }
     async fn add_internal_note(
         &self,
@@ -534,6 +579,9 @@ pub struct ConnectorConfig {
     #[serde(default)]
     pub settings: ConnectorSettings,
     pub updated_at: DateTime<Utc>,
+    /// Overrides the connector's own account-block limits (the detractor flag's text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_block_limits: Option<AccountBlockLimits>,
 }
 
 impl std::fmt::Debug for ConnectorConfig {
@@ -544,6 +592,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("secret", &"<redacted>")
             .field("settings", &self.settings)
             .field("updated_at", &self.updated_at)
+            .field("account_block_limits", &self.account_block_limits)
             .finish()
     }
 }
@@ -556,6 +605,8 @@ pub struct ConnectorView {
     pub settings: ConnectorSettings,
     pub secret_set: bool,
     pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_block_limits: Option<AccountBlockLimits>,
 }
 
 impl ConnectorConfig {
@@ -566,6 +617,7 @@ impl ConnectorConfig {
             settings: self.settings.clone(),
             secret_set: !self.secret.is_empty(),
             updated_at: self.updated_at,
+            account_block_limits: self.account_block_limits,
         }
     }
 }
@@ -671,7 +723,8 @@ pub struct ConfigSaved {
 
 /// Sets the tenant's connector. `secret: None` keeps the current secret, or generates one for
 /// a new configuration (returned this once). Guarded by the stored `updated_at`, so two admins
-/// saving at once cannot mix one's URL with the other's secret.
+/// saving at once cannot mix one's URL with the other's secret. The account-block limits are
+/// kept (`set_account_block_limits` changes them).
 #[allow(clippy::too_many_arguments)]
 pub async fn put_config(
     store: &dyn ItemStore,
@@ -732,6 +785,7 @@ pub async fn put_config(
         secret,
         settings,
         updated_at: now,
+        account_block_limits: previous.as_ref().and_then(|p| p.account_block_limits),
     };
     let mut item = crate::records::record_item(&key, "connector", &config);
     item.insert("revision".into(), Value::S(ulid::Ulid::new().to_string()));
@@ -745,6 +799,40 @@ pub async fn put_config(
             config,
             generated_secret,
         }),
+        Err(StoreError::ConditionFailed { .. }) => Err(StoreError::Transient(
+            "the connector was changed at the same moment; retry".into(),
+        )
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets (or, with `None`, clears) the account-block limits of the tenant's connector, guarded
+/// like `put_config`. `Ok(None)`: no connector is configured.
+pub async fn set_account_block_limits(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    limits: Option<AccountBlockLimits>,
+    now: DateTime<Utc>,
+) -> Result<Option<ConnectorConfig>, ConnectorConfigError> {
+    if let Some(l) = &limits {
+        l.validate()?;
+    }
+    let key = keys::connector(tenant);
+    let Some(current) = store.get(&key).await? else {
+        return Ok(None);
+    };
+    let mut config: ConnectorConfig = crate::records::read_record(&current)?;
+    config.account_block_limits = limits;
+    config.updated_at = now;
+    let mut item = crate::records::record_item(&key, "connector", &config);
+    item.insert("revision".into(), Value::S(ulid::Ulid::new().to_string()));
+    let guard = match current.str_attr("revision") {
+        Some(rev) => Condition::eq("revision", Value::s(rev)),
+        None => Condition::item_present(),
+    };
+    match store.put(item, Some(guard)).await {
+        Ok(()) => Ok(Some(config)),
         Err(StoreError::ConditionFailed { .. }) => Err(StoreError::Transient(
             "the connector was changed at the same moment; retry".into(),
         )
@@ -809,6 +897,7 @@ mod tests {
             secret: "s3cr3t-value-0123456789".into(),
             settings: ConnectorSettings::default(),
             updated_at: Utc::now(),
+            account_block_limits: None,
         };
         assert!(!format!("{config:?}").contains("s3cr3t"));
         let hook = OutgoingWebhook {

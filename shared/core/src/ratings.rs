@@ -307,6 +307,8 @@ pub async fn submit(
             item.insert(LINK_CLICKED_AT.into(), Value::S(at));
         }
         let mut writes = Vec::with_capacity(3);
+        // Only a review that has settled counts (a first click inside the window does not).
+        let mut counter_ops = Vec::new();
         if burst {
             // Held answers leave the settling index and publish nothing until confirmed.
         } else {
@@ -339,6 +341,16 @@ pub async fn submit(
             match received_at {
                 Some(at) => {
                     item.insert(RECEIVED_AT.into(), at);
+                    // A settled review counts: a changed rating moves its count.
+                    let (ops, attrs) = crate::reports::on_review_write(
+                        &claims.tenant,
+                        settings.time_zone.tz(),
+                        &key,
+                        attr(crate::reports::COUNTED),
+                        &review,
+                    );
+                    item.extend(attrs);
+                    counter_ops = ops;
                     // After the window only a new comment is news.
                     if review.comment.is_some()
                         && previous
@@ -359,6 +371,15 @@ pub async fn submit(
                     if window.is_zero() {
                         item.insert(RECEIVED_AT.into(), Value::S(keys::sortable_time(now)));
                         writes.push(follow_up(EventType::ReviewReceived));
+                        let (ops, attrs) = crate::reports::on_review_write(
+                            &claims.tenant,
+                            settings.time_zone.tz(),
+                            &key,
+                            attr(crate::reports::COUNTED),
+                            &review,
+                        );
+                        item.extend(attrs);
+                        counter_ops = ops;
                     } else {
                         // `settle_reviews` emits review.received once the window has passed.
                         item.insert(
@@ -381,6 +402,7 @@ pub async fn submit(
         }
         let counted_now = !burst && item.contains_key(RECEIVED_AT);
         writes.insert(0, WriteOp::put_if(item, guard));
+        writes.extend(counter_ops);
         match store.transact_write(writes).await {
             Ok(()) => {
                 if counted_now {
@@ -418,6 +440,7 @@ pub async fn settle_reviews(
     let mut settled = 0;
     for tenant in tenancy::list_tenants(store).await? {
         let mut due = DueItems::new(keys::reviews_settling_index(&tenant), now);
+        let mut time_zone = None;
         while let Some(items) = due.next_page(store).await? {
             for item in &items {
                 let (Some(key), Some(window)) =
@@ -432,22 +455,38 @@ pub async fn settle_reviews(
                     now,
                     serde_json::json!({ "review": review }),
                 );
-                let written = store
-                    .transact_write(vec![
-                        WriteOp::Update {
-                            key,
-                            update: Update::new()
-                                .set(RECEIVED_AT, Value::S(keys::sortable_time(now)))
-                                .remove(Index::Gsi1.pk_attribute())
-                                .remove(Index::Gsi1.sk_attribute()),
-                            condition: Some(Condition::eq(
-                                Index::Gsi1.sk_attribute(),
-                                Value::s(window),
-                            )),
-                        },
-                        outbox_put(&received, now),
-                    ])
-                    .await;
+                let tz = match time_zone {
+                    Some(tz) => tz,
+                    None => *time_zone.insert(tenancy::time_zone(store, &tenant).await?),
+                };
+                // Settling is when a review starts to count: its counter moves with it.
+                let (counter_ops, attrs) = crate::reports::on_review_write(
+                    &tenant,
+                    tz,
+                    &key,
+                    item.str_attr(crate::reports::COUNTED),
+                    &review,
+                );
+                let mut update = Update::new()
+                    .set(RECEIVED_AT, Value::S(keys::sortable_time(now)))
+                    .remove(Index::Gsi1.pk_attribute())
+                    .remove(Index::Gsi1.sk_attribute());
+                for (name, value) in attrs {
+                    update = update.set(name, value);
+                }
+                let mut ops = vec![
+                    WriteOp::Update {
+                        key,
+                        update,
+                        condition: Some(Condition::eq(
+                            Index::Gsi1.sk_attribute(),
+                            Value::s(window),
+                        )),
+                    },
+                    outbox_put(&received, now),
+                ];
+                ops.extend(counter_ops);
+                let written = store.transact_write(ops).await;
                 match written {
                     Ok(()) => {
                         settled += 1;

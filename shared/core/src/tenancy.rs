@@ -266,6 +266,19 @@ impl SettingsCache {
     }
 }
 
+/// The tenant's time zone, for code that speaks only `StoreError` (UTC if the settings are
+/// missing or unreadable).
+pub async fn time_zone(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+) -> Result<chrono_tz::Tz, StoreError> {
+    match get_settings(store, tenant).await {
+        Ok(s) => Ok(s.time_zone.tz()),
+        Err(TenancyError::Store(e)) => Err(e),
+        Err(_) => Ok(chrono_tz::UTC),
+    }
+}
+
 /// Replaces the settings; the caller has validated them.
 pub async fn put_settings(
     store: &dyn ItemStore,

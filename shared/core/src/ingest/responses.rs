@@ -45,6 +45,7 @@ pub(super) async fn record(
     response: SurveyResponse,
 ) -> Result<IngestOutcome, IngestError> {
     let respondent = identify(store, tenant, &response).await?;
+    let time_zone = crate::tenancy::time_zone(store, tenant).await?;
     let key = keys::provider_review(tenant, source.as_str(), &response.response_id);
     let version = format!(
         "{}#{:020}",
@@ -115,6 +116,17 @@ pub(super) async fn record(
                 .and_then(|i| i.get(RECEIVED_AT).cloned())
                 .unwrap_or_else(|| Value::S(keys::sortable_time(now))),
         );
+        // A provider's response counts from its first version; a new version moves the count.
+        let (counter_ops, attrs) = crate::reports::on_review_write(
+            tenant,
+            time_zone,
+            &key,
+            previous_item
+                .as_ref()
+                .and_then(|i| i.str_attr(crate::reports::COUNTED)),
+            &review,
+        );
+        item.extend(attrs);
         let guard = match &previous_version {
             None => Condition::item_absent(),
             Some(v) => Condition::eq(VERSION, Value::s(v.clone())),
@@ -136,6 +148,7 @@ pub(super) async fn record(
             );
             ops.push(outbox_put(&event, now));
         }
+        ops.extend(counter_ops);
         match store.transact_write(ops).await {
             Ok(()) => {
                 break IngestOutcome::Accepted {
