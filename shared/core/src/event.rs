@@ -204,6 +204,8 @@ impl EventEnvelope {
             depth: u32,
             #[serde(skip_serializing_if = "Option::is_none")]
             performed_by: Option<&'a RuleId>,
+            #[serde(skip_serializing_if = "<[RuleId]>::is_empty")]
+            chain_rules: &'a [RuleId],
             data: &'a T,
         }
         crate::records::to_json(&WithData {
@@ -215,6 +217,7 @@ impl EventEnvelope {
             causation_id: self.causation_id,
             depth: self.depth,
             performed_by: self.performed_by.as_ref(),
+            chain_rules: &self.chain_rules,
             data,
         })
     }
