@@ -87,6 +87,16 @@ pub fn has_block(text: &str) -> bool {
     find(text).is_some()
 }
 
+/// What to write back after an upsert: `None` when the note already says it (no call).
+pub fn upserted(text: &str, block: &AccountBlock) -> Option<String> {
+    Some(upsert(text, block)).filter(|new| new != text)
+}
+
+/// What to write back after a removal: `None` when the note has no block (no call).
+pub fn removed(text: &str) -> Option<String> {
+    has_block(text).then(|| remove(text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

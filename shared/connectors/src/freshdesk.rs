@@ -364,8 +364,7 @@ impl HelpdeskConnector for FreshdeskConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::UpsertAccountBlock;
         let (id, note) = self.company_note(op, account).await?;
-        let new = block::upsert(&note, b);
-        if new != note {
+        if let Some(new) = block::upserted(&note, b) {
             self.set_note(op, id, new).await?;
         }
         Ok(())
@@ -378,8 +377,8 @@ impl HelpdeskConnector for FreshdeskConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::RemoveAccountBlock;
         let (id, note) = self.company_note(op, account).await?;
-        if block::has_block(&note) {
-            self.set_note(op, id, block::remove(&note)).await?;
+        if let Some(new) = block::removed(&note) {
+            self.set_note(op, id, new).await?;
         }
         Ok(())
     }

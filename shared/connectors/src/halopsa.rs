@@ -402,8 +402,7 @@ impl HelpdeskConnector for HaloPsaConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::UpsertAccountBlock;
         let (id, notes) = self.client_notes(op, account).await?;
-        let new = block::upsert(&notes, b);
-        if new != notes {
+        if let Some(new) = block::upserted(&notes, b) {
             self.set_client_notes(op, id, new).await?;
         }
         Ok(())
@@ -416,8 +415,8 @@ impl HelpdeskConnector for HaloPsaConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::RemoveAccountBlock;
         let (id, notes) = self.client_notes(op, account).await?;
-        if block::has_block(&notes) {
-            self.set_client_notes(op, id, block::remove(&notes)).await?;
+        if let Some(new) = block::removed(&notes) {
+            self.set_client_notes(op, id, new).await?;
         }
         Ok(())
     }

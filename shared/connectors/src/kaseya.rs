@@ -510,8 +510,7 @@ impl HelpdeskConnector for KaseyaBmsConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::UpsertAccountBlock;
         let (id, text) = self.account_description(op, account).await?;
-        let new = block::upsert(&text, b);
-        if new != text {
+        if let Some(new) = block::upserted(&text, b) {
             self.set_description(op, id, new).await?;
         }
         Ok(())
@@ -524,8 +523,8 @@ impl HelpdeskConnector for KaseyaBmsConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::RemoveAccountBlock;
         let (id, text) = self.account_description(op, account).await?;
-        if block::has_block(&text) {
-            self.set_description(op, id, block::remove(&text)).await?;
+        if let Some(new) = block::removed(&text) {
+            self.set_description(op, id, new).await?;
         }
         Ok(())
     }

@@ -370,8 +370,7 @@ impl HelpdeskConnector for ZendeskConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::UpsertAccountBlock;
         let (id, notes) = self.organization_notes(op, account).await?;
-        let new = block::upsert(&notes, b);
-        if new != notes {
+        if let Some(new) = block::upserted(&notes, b) {
             self.set_notes(op, id, new).await?;
         }
         Ok(())
@@ -384,8 +383,8 @@ impl HelpdeskConnector for ZendeskConnector {
     ) -> Result<(), ConnectorError> {
         let op = Op::RemoveAccountBlock;
         let (id, notes) = self.organization_notes(op, account).await?;
-        if block::has_block(&notes) {
-            self.set_notes(op, id, block::remove(&notes)).await?;
+        if let Some(new) = block::removed(&notes) {
+            self.set_notes(op, id, new).await?;
         }
         Ok(())
     }

@@ -218,24 +218,13 @@ pub async fn ticket_of(
     if let Ok(t) = serde_json::from_value::<TicketSnapshot>(cause.data["ticket"].clone()) {
         return Ok(Some(t));
     }
-    let Some(id) = ticket_id_in(cause) else {
+    let Some(id) = cause.ticket_id() else {
         return Ok(None);
     };
     Ok(store
         .get(&keys::ticket(&cause.tenant_id, &id))
         .await?
         .and_then(|item| read_record(&item).ok()))
-}
-
-/// The ticket id the cause names, snapshot or not.
-fn ticket_id_in(cause: &EventEnvelope) -> Option<TicketId> {
-    let data = &cause.data;
-    data["ticket"]["id"]
-        .as_str()
-        .or_else(|| data["review"]["ticket_id"].as_str())
-        .or_else(|| data["case"]["ticket_id"].as_str())
-        .or_else(|| data["ticket_id"].as_str())
-        .and_then(|t| TicketId::parse(t).ok())
 }
 
 /// The key of a review, from its reference (`<survey request id>` or `<source>:<response id>`).
@@ -364,7 +353,7 @@ impl Job<'_> {
         self.ticket
             .as_ref()
             .map(|t| t.id.clone())
-            .or_else(|| ticket_id_in(self.cause()))
+            .or_else(|| self.cause().ticket_id())
             .ok_or_else(|| {
                 Failure::Permanent(format!(
                     "{} needs a ticket, and the {} event names none",
@@ -585,7 +574,7 @@ impl Executor<'_> {
             error: error.clone(),
             attempts,
             retryable,
-            ticket_id: ticket_id_in(job.cause()).map(|t| t.as_str().to_string()),
+            ticket_id: job.cause().ticket_id().map(|t| t.as_str().to_string()),
             event: event.clone(),
         };
         tracing::error!(action = r.action.kind(), tenant = %job.tenant(), attempts,

@@ -285,17 +285,10 @@ pub async fn load_rules(store: &dyn ItemStore, tenant: &TenantId) -> Result<Vec<
 
 /// What an audit entry is about: the event's ticket, else its review.
 pub fn audit_partition_of(event: &EventEnvelope) -> Option<String> {
-    let data = &event.data;
-    let ticket = data["ticket"]["id"]
-        .as_str()
-        .or_else(|| data["review"]["ticket_id"].as_str())
-        .or_else(|| data["case"]["ticket_id"].as_str())
-        .or_else(|| data["ticket_id"].as_str())
-        .and_then(|t| TicketId::parse(t).ok());
-    if let Some(ticket) = ticket {
+    if let Some(ticket) = event.ticket_id() {
         return Some(keys::audit_partition(&event.tenant_id, &ticket));
     }
-    review_ref(&data["review"]).map(|r| keys::review_audit_partition(&event.tenant_id, &r))
+    review_ref(&event.data["review"]).map(|r| keys::review_audit_partition(&event.tenant_id, &r))
 }
 
 /// A review's reference in audit keys: its survey request, or `source:response id`.
@@ -409,18 +402,12 @@ pub async fn facts_for(
     at: DateTime<Utc>,
 ) -> Result<Facts, StoreError> {
     let data = &event.data;
-    let mut snapshot: Option<TicketSnapshot> = None;
-    if data["ticket"]["subject"].is_null() {
-        let ticket_id = data["review"]["ticket_id"]
-            .as_str()
-            .or_else(|| data["case"]["ticket_id"].as_str())
-            .and_then(|t| TicketId::parse(t).ok());
-        if let Some(t) = ticket_id
-            && let Some(item) = store.get(&keys::ticket(&event.tenant_id, &t)).await?
-        {
-            snapshot = read_record(&item).ok();
-        }
-    }
+    // Review and case events name their ticket; ticket events carry it whole.
+    let snapshot = if data["ticket"]["subject"].is_null() {
+        crate::actions::ticket_of(store, event).await?
+    } else {
+        None
+    };
     let account = data["ticket"]["contact"]["account"]["id"]
         .as_str()
         .or_else(|| data["review"]["account_id"].as_str())
@@ -494,11 +481,12 @@ pub async fn evaluate(
         {
             store.transact_write(vec![put]).await?;
         }
+        // Nothing is evaluated: every enabled rule of the triggers is simply stopped.
         for t in &triggers {
-            for o in rules.explain(*t, &facts, &rules.evaluate(*t, &facts)) {
+            for rule in rules.enabled(*t) {
                 decision
                     .verdicts
-                    .push((o.rule_id, Verdict::StoppedAtDepth { depth: event.depth }));
+                    .push((rule.id, Verdict::StoppedAtDepth { depth: event.depth }));
             }
         }
         return Ok(decision);
@@ -825,7 +813,7 @@ pub async fn simulate(
                         event_id: event.event_id,
                         event_type: event.event_type,
                         occurred_at: event.occurred_at,
-                        ticket_id: audit_ticket(&event),
+                        ticket_id: event.ticket_id().map(|t| t.as_str().to_string()),
                         actions: rule.actions.iter().map(Action::kind).collect(),
                     });
                 } else if result.not_matched_examples.len() < 20 {
@@ -849,13 +837,6 @@ pub async fn simulate(
         month = next_month(month);
     }
     Ok(result)
-}
-
-fn audit_ticket(event: &EventEnvelope) -> Option<String> {
-    event.data["ticket"]["id"]
-        .as_str()
-        .or_else(|| event.data["review"]["ticket_id"].as_str())
-        .map(str::to_string)
 }
 
 fn next_month(at: DateTime<Utc>) -> DateTime<Utc> {

@@ -222,6 +222,18 @@ impl EventEnvelope {
         })
     }
 
+    /// The ticket the event is about: its ticket snapshot's, its review's or case's, or a bare
+    /// `ticket_id`.
+    pub fn ticket_id(&self) -> Option<crate::ids::TicketId> {
+        let data = &self.data;
+        data["ticket"]["id"]
+            .as_str()
+            .or_else(|| data["review"]["ticket_id"].as_str())
+            .or_else(|| data["case"]["ticket_id"].as_str())
+            .or_else(|| data["ticket_id"].as_str())
+            .and_then(|t| crate::ids::TicketId::parse(t).ok())
+    }
+
     /// An event caused by this one, in the same chain.
     pub fn caused(
         &self,

@@ -416,6 +416,15 @@ impl RuleSet {
     pub fn rule(&self, position: usize) -> &Arc<Rule> {
         &self.rules[position].rule
     }
+    /// The enabled rules of a trigger, in rule order.
+    pub fn enabled(&self, trigger: Trigger) -> impl Iterator<Item = &Arc<Rule>> {
+        self.triggers
+            .get(&trigger)
+            .into_iter()
+            .flat_map(|t| t.enabled.iter())
+            .map(|&p| &self.rules[p as usize].rule)
+    }
+
     pub fn has_trigger(&self, trigger: Trigger) -> bool {
         self.triggers
             .get(&trigger)
