@@ -529,3 +529,281 @@ async fn zendesk_under_429_500_timeouts_and_refusal_delivers_once_or_dead_letter
     let injected = connector_faults(ConnectorKind::Zendesk).await;
     eprintln!("zendesk: injected faults {injected:?}");
 }
+
+// ── The event path: the local runner killed mid-batch ────────────────────────────────────────
+
+use closedloop::runner::{self, RunnerConfig};
+
+/// Set in a child process: run the runner on this data directory until killed.
+const CHILD_ENV: &str = "CLOSEDLOOP_FAULTS_RUNNER_CHILD";
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(40),
+        max_retry_after: Duration::from_secs(1),
+        budget: Duration::from_secs(10),
+    }
+}
+
+fn runner_config(dir: &std::path::Path) -> RunnerConfig {
+    let mut config = RunnerConfig::new(dir, "127.0.0.1:0".parse().unwrap());
+    config.run_schedules = false;
+    config.action_retry = quick_retries();
+    config
+}
+
+/// Does nothing in a normal run; in the child (this test binary run again with `CHILD_ENV`),
+/// runs the local runner, as `closedloop up` does, until it is killed.
+#[test]
+fn child_process_entry() {
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let running = runner::start(runner_config(&dir)).await.unwrap();
+        std::fs::write(dir.join("child.addr"), running.info.base_url.as_bytes()).unwrap();
+        running.run_until_signal().await;
+    });
+}
+
+/// A receiver of the generic connector's calls that applies each idempotency key once, as
+/// the connector's contract asks (docs/webhooks.md), and answers a little late, so a kill
+/// lands while calls are in flight.
+#[derive(Default)]
+struct Receiver {
+    /// Every note call: (idempotency key, ticket, when it arrived).
+    calls: Mutex<Vec<(String, String, Instant)>>,
+}
+
+struct Receive(Arc<Receiver>);
+
+impl Respond for Receive {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        if body["operation"] == "add_internal_note" {
+            let key = request
+                .headers
+                .get("Idempotency-Key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let ticket = body["ticket_id"].as_str().unwrap_or_default().to_string();
+            self.0
+                .calls
+                .lock()
+                .unwrap()
+                .push((key, ticket, Instant::now()));
+        }
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"ok": true}))
+            .set_delay(Duration::from_millis(150))
+    }
+}
+
+fn signed_ticket_created(secret: &str, ticket: usize) -> (String, String) {
+    let body = json!({
+        "delivery_id": format!("created-{ticket}"), "type": "ticket.created",
+        "occurred_at": SystemClock.now(),
+        "ticket": { "id": ticket.to_string(), "subject": format!("Ticket {ticket}"), "status": "open",
+            "contact": { "id": "c1", "name": "Bob Stone", "email": "bob@customer.example" },
+            "updated_at": SystemClock.now() }
+    })
+    .to_string();
+    let signature = closedloop_core::signature::sign_timestamped(
+        secret.as_bytes(),
+        SystemClock.now().timestamp(),
+        body.as_bytes(),
+    );
+    (body, signature)
+}
+
+#[tokio::test]
+async fn the_runner_killed_mid_batch_and_restarted_drains_with_each_note_applied_once() {
+    const TICKETS: usize = 120;
+    const KILL_AFTER: usize = 10;
+    let dir = common::temp_dir();
+    let server = MockServer::start().await;
+    let receiver = Arc::new(Receiver::default());
+    Mock::given(method("POST"))
+        .and(path("/helpdesk"))
+        .and(header_exists("X-Closedloop-Signature"))
+        .respond_with(Receive(receiver.clone()))
+        .mount(&server)
+        .await;
+
+    // First start: the tenant, its helpdesk (the generic connector to the receiver), one rule.
+    let running = runner::start(runner_config(&dir)).await.unwrap();
+    let tenant = TenantId::parse(&running.info.tenant.tenant).unwrap();
+    let secret = running.info.tenant.webhook_secret.clone();
+    helpdesk::put_config(
+        running.store(),
+        &tenant,
+        ConnectorKind::GenericWebhook,
+        &format!("{}/helpdesk", server.uri()),
+        ConnectorSettings::default(),
+        Some(GENERIC_SECRET),
+        SystemClock.now(),
+    )
+    .await
+    .unwrap();
+    let draft = closedloop_core::rules::parse_draft(
+        json!({"name": "Note new tickets", "trigger": "ticket_created",
+            "actions": [{"type": "add_internal_note", "body": "New: {{ ticket.subject }}"}]})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    closedloop_core::automation::create_rule(running.store(), &tenant, draft, SystemClock.now())
+        .await
+        .unwrap();
+    running.shutdown().await;
+
+    // The runner in its own process, fed a batch, killed once the first notes arrive.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr_file = dir.join("child.addr");
+    let base = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(base) = std::fs::read_to_string(&addr_file) {
+                return base;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the child runner started");
+    let http = reqwest::Client::new();
+    let webhook = format!("{base}/webhooks/{tenant}/generic");
+    for ticket in 1..=TICKETS {
+        let (body, signature) = signed_ticket_created(&secret, ticket);
+        let response = http
+            .post(&webhook)
+            .header("content-type", "application/json")
+            .header("X-Closedloop-Signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202, "ticket {ticket}");
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while receiver.calls.lock().unwrap().len() < KILL_AFTER {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the first notes arrived");
+    child.kill().unwrap(); // SIGKILL: no shutdown, no drain.
+    let killed_at = Instant::now();
+    child.wait().unwrap();
+    let before_kill = receiver.calls.lock().unwrap().len();
+    assert!(
+        before_kill < TICKETS,
+        "killed mid-batch: {before_kill} of {TICKETS} notes were out"
+    );
+
+    // Restart on the same data directory: the outbox drains.
+    let running = runner::start(runner_config(&dir)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            running.drain().await.unwrap();
+            let calls = receiver.calls.lock().unwrap();
+            let tickets: std::collections::BTreeSet<_> = calls.iter().map(|c| &c.1).collect();
+            if tickets.len() >= TICKETS {
+                return;
+            }
+            drop(calls);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let calls = receiver.calls.lock().unwrap();
+        let tickets: std::collections::BTreeSet<_> = calls.iter().map(|c| &c.1).collect();
+        let dead: Vec<_> = std::fs::read_dir(dir.join("dead-letters"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        panic!(
+            "after the restart only {} of {TICKETS} tickets got their note; bus dead letters: {}",
+            tickets.len(),
+            dead.len()
+        )
+    });
+    running.drain().await.unwrap();
+
+    // Every outbox item was relayed: the stream has nothing past the relay's checkpoint.
+    let checkpoint = running
+        .store
+        .stream_checkpoint_get("event-relay")
+        .await
+        .unwrap();
+    assert!(
+        running
+            .store
+            .stream_read(checkpoint, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nothing was dead-lettered, by the bus or as a failed action.
+    let bus_dead = std::fs::read_dir(dir.join("dead-letters")).unwrap().count();
+    assert_eq!(bus_dead, 0, "no delivery was given up");
+    assert!(
+        closedloop_core::actions::list_failed(running.store(), &tenant, 10, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Each ticket's note under one idempotency key: applied once. A call repeated with the same
+    // key is one the killed run had made without recording it (the call-to-commit window).
+    let calls = receiver.calls.lock().unwrap().clone();
+    let mut by_ticket: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, Vec<Instant>> = BTreeMap::new();
+    for (key, ticket, at) in &calls {
+        by_ticket
+            .entry(ticket.clone())
+            .or_default()
+            .insert(key.clone());
+        by_key.entry(key.clone()).or_default().push(*at);
+    }
+    assert_eq!(by_ticket.len(), TICKETS, "every ticket got a note");
+    for (ticket, keys) in &by_ticket {
+        assert_eq!(
+            keys.len(),
+            1,
+            "ticket {ticket}: one action, one key: {keys:?}"
+        );
+    }
+    let repeated: Vec<_> = by_key.iter().filter(|(_, at)| at.len() > 1).collect();
+    for (key, at) in &repeated {
+        assert_eq!(
+            at.len(),
+            2,
+            "{key}: sent again at most once, by the restart"
+        );
+        assert!(
+            at[0] < killed_at,
+            "{key}: only a call the killed run had in flight is repeated"
+        );
+    }
+    eprintln!(
+        "runner kill: {TICKETS} tickets, killed after {before_kill} note calls, \
+         {} calls repeated after the restart with the same key (applied once), {} calls in all",
+        repeated.len(),
+        calls.len()
+    );
+    running.shutdown().await;
+}
