@@ -807,3 +807,317 @@ async fn the_runner_killed_mid_batch_and_restarted_drains_with_each_note_applied
     );
     running.shutdown().await;
 }
+
+// ── The store: conditional writes rejected under contention ─────────────────────────────────
+
+use closedloop_core::store::{CancelReason, Item, Page, Query, StoreError, Update, WriteOp};
+
+/// A real store whose transactions are cancelled as DynamoDB cancels them when another write
+/// is touching one of their items (`TransactionConflict`): every `every`-th transaction, up to
+/// `budget` of them, fails and writes nothing. Single-item conditional writes go through, so
+/// their `ConditionalCheckFailed` comes from the real contention the tests make.
+struct Contended {
+    inner: Arc<dyn ItemStore>,
+    every: usize,
+    budget: AtomicUsize,
+    seen: AtomicUsize,
+    injected: AtomicUsize,
+}
+
+impl Contended {
+    fn new(inner: Arc<dyn ItemStore>, every: usize, budget: usize) -> Self {
+        Contended {
+            inner,
+            every,
+            budget: AtomicUsize::new(budget),
+            seen: AtomicUsize::new(0),
+            injected: AtomicUsize::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ItemStore for Contended {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        item: Item,
+        condition: Option<closedloop_core::store::Condition>,
+    ) -> Result<(), StoreError> {
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &Key,
+        update: Update,
+        condition: Option<closedloop_core::store::Condition>,
+    ) -> Result<Item, StoreError> {
+        self.inner.update(key, update, condition).await
+    }
+    async fn delete(
+        &self,
+        key: &Key,
+        condition: Option<closedloop_core::store::Condition>,
+    ) -> Result<(), StoreError> {
+        self.inner.delete(key, condition).await
+    }
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        self.inner.query(query).await
+    }
+    async fn transact_write(&self, ops: Vec<WriteOp>) -> Result<(), StoreError> {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst);
+        if n % self.every == 0
+            && self
+                .budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .is_ok()
+        {
+            self.injected.fetch_add(1, Ordering::SeqCst);
+            let mut reasons = vec![None; ops.len()];
+            reasons[ops.len() / 2] = Some(CancelReason::Conflict);
+            return Err(StoreError::TransactionCanceled { reasons });
+        }
+        self.inner.transact_write(ops).await
+    }
+}
+
+/// The completion of an action, after its helpdesk call, meets a transaction conflict: it is
+/// written on a retry; the claim is not given back, so no redelivery makes the call again.
+#[tokio::test]
+async fn a_transaction_conflict_on_an_actions_completion_does_not_repeat_its_helpdesk_call() {
+    let mut desk = Helpdesk::start(ConnectorKind::GenericWebhook).await;
+    // Every transaction of this action conflicts once: its completion is the first.
+    let contended = Arc::new(Contended::new(desk.store.clone(), 1, 1));
+    desk.store = contended.clone();
+    let instance = desk.instance();
+    let event = desk.note_request("after a conflict");
+    let outcome = desk.executor(&instance).execute(&event).await;
+    assert_eq!(contended.injected.load(Ordering::SeqCst), 1);
+    // Whatever the first delivery answered, EventBridge's redelivery must not call again.
+    let again = desk.executor(&instance).execute(&event).await;
+    assert_eq!(
+        desk.applied("after a conflict"),
+        1,
+        "the note was made once (first: {outcome:?}, redelivery: {again:?})"
+    );
+    assert!(
+        matches!(outcome, Ok(ActionOutcome::Done { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(again.unwrap(), ActionOutcome::AlreadyDone);
+    let audit = desk.audit_of(event.event_id).await;
+    assert_eq!(audit.len(), 1, "one audit entry: {audit:?}");
+}
+
+/// Many customers' clicks at once on the same survey requests, then a change of choice, with a third of the store's
+/// transactions cancelled as conflicts: every click is answered 200 or 503 ("click again");
+/// each request keeps one review with the clicked rating, settles into one `review.received`,
+/// and the report counters equal a recount of the reviews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clicks_on_the_same_requests_under_transaction_conflicts_stay_consistent() {
+    use closedloop_core::surveys::{self, LinkSigner, ScheduleOutcome};
+    use closedloop_core::tokens::TokenKeyring;
+    const REQUESTS: usize = 4;
+    const CLICKS: usize = 16;
+    let real: Arc<dyn ItemStore> = Arc::new(JournalStore::open_in_memory().unwrap());
+    tenancy::provision_tenant(
+        real.as_ref(),
+        acme(),
+        "Acme",
+        TenantSettings::default(),
+        SystemClock.now(),
+    )
+    .await
+    .unwrap();
+    let keyring = Arc::new(TokenKeyring::parse(&TokenKeyring::generate_spec("k1")).unwrap());
+    let signer = LinkSigner {
+        keyring: &keyring,
+        public_base_url: "https://fb.example",
+    };
+    let mut targets = Vec::new();
+    for ticket in 0..REQUESTS {
+        let mailer = common_mail::Sent::default();
+        let closed = EventEnvelope::new_root(
+            acme(),
+            EventType::TicketClosed,
+            SystemClock.now(),
+            json!({ "ticket": { "id": format!("{}", 500 + ticket), "subject": "VPN", "status": "closed",
+                "contact": { "id": format!("c{ticket}"), "name": "Bob", "email": format!("bob{ticket}@example.com") },
+                "updated_at": SystemClock.now() } }),
+        );
+        let ScheduleOutcome::Scheduled { survey, .. } =
+            surveys::on_ticket_event(real.as_ref(), &mailer, &SystemClock, &signer, &closed)
+                .await
+                .unwrap()
+        else {
+            panic!("scheduled")
+        };
+        let text = mailer.0.lock().unwrap()[0].text.clone();
+        let links: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once("https://fb.example"))
+            .map(|(_, p)| p.trim().to_string())
+            .filter(|p| p.starts_with("/r/") && !p.ends_with("/unsubscribe"))
+            .collect();
+        // Each request's link is clicked by everyone it was forwarded to; a minute later they
+        // all click another choice (a change, which the default settings allow).
+        let first = links[ticket % links.len()].clone();
+        let second = links[(ticket + 1) % links.len()].clone();
+        targets.push((survey, first, second));
+    }
+    let contended = Arc::new(Contended::new(real.clone(), 3, usize::MAX));
+    let clock = Arc::new(closedloop_core::ports::ManualClock::new(SystemClock.now()));
+    let app = rating_link::router(rating_link::RatingLinkState {
+        store: contended.clone(),
+        clock: clock.clone(),
+        keyring: keyring.clone(),
+        settings: Default::default(),
+    });
+    let mut answered: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for round in 0..2 {
+        if round == 1 {
+            // Past the burst guard: the second choice is a person's change, not a scanner.
+            clock.advance(chrono::Duration::seconds(60));
+        }
+        let mut clicks = tokio::task::JoinSet::new();
+        for (survey, first, second) in &targets {
+            let link = if round == 0 { first } else { second };
+            for _ in 0..CLICKS {
+                let (app, link, survey) = (app.clone(), link.clone(), *survey);
+                clicks.spawn(async move {
+                let response = app
+                    .oneshot(
+                        HttpRequest::get(&link)
+                            .header("user-agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+                            .body(Body::empty())
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                (survey, response.status().as_u16())
+            });
+            }
+        }
+        while let Some(joined) = clicks.join_next().await {
+            let (survey, status) = joined.unwrap();
+            let entry = answered.entry(survey.to_string()).or_default();
+            match status {
+                200 => entry.0 += 1,
+                503 => entry.1 += 1,
+                other => panic!("a click got {other}"),
+            }
+        }
+    }
+    let injected = contended.injected.load(Ordering::SeqCst);
+    assert!(injected > 0, "conflicts were injected");
+    let mut recount = [0u64; 3];
+    for (survey, _, link) in &targets {
+        let (ok, _) = answered[&survey.to_string()];
+        assert!(ok > 0, "a click on {survey} was recorded");
+        let item = real
+            .get(&keys::review(&acme(), *survey))
+            .await
+            .unwrap()
+            .expect("one review per request");
+        let review: closedloop_core::domain::Review =
+            closedloop_core::records::read_record(&item).unwrap();
+        let clicked = common::link_value(&format!("https://fb.example{link}"));
+        let rating = serde_json::to_value(review.rating).unwrap();
+        assert!(
+            rating.to_string().contains(&clicked),
+            "{survey}: the last choice {clicked} is recorded: {rating}"
+        );
+        let bucket = ["positive", "neutral", "negative"]
+            .iter()
+            .position(|b| *b == clicked)
+            .expect("a CSAT choice");
+        recount[bucket] += 1;
+    }
+    // The sweep settles them (a settle cancelled by a conflict is left for the next sweep).
+    let later = clock.now() + chrono::Duration::days(1);
+    let mut settled = 0;
+    for _ in 0..10 {
+        settled += closedloop_core::ratings::settle_reviews(contended.as_ref(), later)
+            .await
+            .unwrap();
+        if settled == REQUESTS {
+            break;
+        }
+    }
+    assert_eq!(settled, REQUESTS, "every review settled once");
+    assert_eq!(
+        closedloop_core::ratings::settle_reviews(contended.as_ref(), later)
+            .await
+            .unwrap(),
+        0,
+        "and only once"
+    );
+    // One review.received per request in the outbox, whatever the retries.
+    let outbox = real
+        .query(Query::partition(keys::outbox_partition(&acme())))
+        .await
+        .unwrap();
+    let mut received: BTreeMap<String, usize> = BTreeMap::new();
+    for item in &outbox.items {
+        let event = envelope_from_image(item).unwrap();
+        if event.event_type == EventType::ReviewReceived {
+            *received
+                .entry(
+                    event.data["review"]["survey_request_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(received.len(), REQUESTS, "{received:?}");
+    assert!(received.values().all(|n| *n == 1), "{received:?}");
+    // The counters equal the recount.
+    let today = later.date_naive();
+    let counters = closedloop_core::reports::read_counters(
+        real.as_ref(),
+        &acme(),
+        closedloop_core::reports::DateRange {
+            from: today - chrono::Duration::days(1),
+            to: today + chrono::Duration::days(1),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let mut counted = [0u64; 3];
+    for (_, _, counts) in &counters.rows {
+        for (i, n) in counts.csat.iter().enumerate() {
+            counted[i] += n;
+        }
+    }
+    assert_eq!(
+        counted, recount,
+        "counters {counted:?}, recount {recount:?}"
+    );
+    let refused: usize = answered.values().map(|(_, r)| r).sum();
+    eprintln!(
+        "clicks: {} on {REQUESTS} requests, {} transactions, {injected} cancelled as conflicts (injected), {refused} answered 503 (click again), counters = recount {recount:?}",
+        2 * REQUESTS * CLICKS,
+        contended.seen.load(Ordering::SeqCst)
+    );
+}
+
+mod common_mail {
+    use closedloop_core::ports::{MailError, Mailer, OutgoingEmail};
+
+    /// Keeps sent mail in memory, so the test reads the links.
+    #[derive(Default)]
+    pub struct Sent(pub std::sync::Mutex<Vec<OutgoingEmail>>);
+
+    #[async_trait::async_trait]
+    impl Mailer for Sent {
+        async fn send(&self, email: &OutgoingEmail) -> Result<String, MailError> {
+            self.0.lock().unwrap().push(email.clone());
+            Ok("m".into())
+        }
+    }
+}

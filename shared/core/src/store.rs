@@ -391,6 +391,14 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient(_))
     }
+    /// A transaction cancelled only because other writes were touching its items (DynamoDB's
+    /// `TransactionConflict`), no condition failing: nothing was written, and the same
+    /// transaction may well succeed when sent again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::TransactionCanceled { reasons }
+            if reasons.iter().any(|r| matches!(r, Some(CancelReason::Conflict)))
+                && !reasons.iter().any(|r| matches!(r, Some(CancelReason::ConditionFailed(_)))))
+    }
     /// The ALL_OLD item of a failed single-item condition.
     pub fn old_item(&self) -> Option<&Item> {
         match self {
