@@ -754,3 +754,24 @@ mod validation_tests {
         assert!(validate_update(&Update::new().set("a", Value::n(1)).remove("b")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_cancellation_by_conflicts_alone_is_a_conflict() {
+        let cancelled = |reasons| StoreError::TransactionCanceled { reasons };
+        assert!(cancelled(vec![None, Some(CancelReason::Conflict)]).is_conflict());
+        // A failed condition decides: the write lost a race, retrying it cannot help.
+        assert!(
+            !cancelled(vec![
+                Some(CancelReason::Conflict),
+                Some(CancelReason::ConditionFailed(None))
+            ])
+            .is_conflict()
+        );
+        assert!(!cancelled(vec![None, None]).is_conflict());
+        assert!(!StoreError::Transient("throttled".into()).is_conflict());
+    }
+}
