@@ -84,7 +84,8 @@ impl FromRequestParts<AdminState> for Authenticated {
 }
 
 fn store_error(e: StoreError) -> ApiError {
-    if e.is_transient() {
+    // A transaction cancelled by a conflicting write wrote nothing: the request may be sent again.
+    if e.is_transient() || e.is_conflict() {
         ApiError::unavailable(e)
     } else {
         ApiError::internal(e)

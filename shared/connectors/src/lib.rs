@@ -200,9 +200,42 @@ pub(crate) fn transport_error(e: reqwest::Error) -> ConnectorError {
         ConnectorError::Misconfigured(e.to_string())
     } else if e.is_timeout() {
         ConnectorError::Transient("the call timed out".into())
+    } else if let Some(io) = io_cause(&e) {
+        // reqwest's own words ("error sending request") do not say why; the socket's do, and
+        // an operator reading a dead letter needs "connection refused" to know where to look.
+        let what = if e.is_connect() {
+            "could not connect"
+        } else {
+            "the connection failed"
+        };
+        ConnectorError::Transient(format!("{what}: {}", io_reason(io)))
     } else {
         // Without the URL: it may carry credentials in its query.
         ConnectorError::Transient(e.without_url().to_string())
+    }
+}
+
+/// The socket error under a transport failure, if there is one.
+fn io_cause(e: &reqwest::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// A socket error as an operator reads it: its kind, not the OS's numbered message.
+fn io_reason(io: &std::io::Error) -> String {
+    match io.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        std::io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+        std::io::ErrorKind::UnexpectedEof => "the connection closed before an answer".into(),
+        std::io::ErrorKind::TimedOut => "the connection timed out".into(),
+        other => other.to_string(),
     }
 }
 

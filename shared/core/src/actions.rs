@@ -519,12 +519,15 @@ impl Executor<'_> {
             &audit_suffix(job.request),
             entry,
         ));
+        // A transaction conflict (another write on the claim, the audit or the effect's item
+        // at the same moment) is retried too: failing here gives the claim back, and the
+        // redelivery would make the helpdesk call or send the email a second time.
         let mut tries = 0;
         loop {
             tries += 1;
             match self.store.transact_write(ops.clone()).await {
                 Ok(()) => return Ok(outcome),
-                Err(e) if e.is_transient() && tries < 3 => {
+                Err(e) if (e.is_transient() || e.is_conflict()) && tries < COMMIT_TRIES => {
                     tokio::time::sleep(self.retry.backoff(tries)).await;
                 }
                 Err(e) if condition_failed_before(&e, own_writes) => return Err(Commit::Conflict),
@@ -613,7 +616,18 @@ impl Executor<'_> {
         {
             ops.push(echoes::forget(job.tenant(), &ticket, &job.key));
         }
-        self.store.transact_write(ops).await?;
+        // Retried like a completion: giving the claim back would make the calls again.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.store.transact_write(ops.clone()).await {
+                Ok(()) => break,
+                Err(e) if (e.is_transient() || e.is_conflict()) && tries < COMMIT_TRIES => {
+                    tokio::time::sleep(self.retry.backoff(tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(ActionOutcome::Failed {
             dead_letter_id: letter.id,
             error,
@@ -1124,6 +1138,10 @@ impl Executor<'_> {
         }
     }
 }
+
+/// How many times a completion is written before the invocation fails (and the claim is given
+/// back).
+const COMMIT_TRIES: u32 = 5;
 
 fn audit_suffix(request: &ActionRequest) -> String {
     format!("ACTION#{}#{}", request.rule_id, request.action_index)

@@ -391,6 +391,14 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient(_))
     }
+    /// A transaction cancelled only because other writes were touching its items (DynamoDB's
+    /// `TransactionConflict`), no condition failing: nothing was written, and the same
+    /// transaction may well succeed when sent again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::TransactionCanceled { reasons }
+            if reasons.iter().any(|r| matches!(r, Some(CancelReason::Conflict)))
+                && !reasons.iter().any(|r| matches!(r, Some(CancelReason::ConditionFailed(_)))))
+    }
     /// The ALL_OLD item of a failed single-item condition.
     pub fn old_item(&self) -> Option<&Item> {
         match self {
@@ -744,5 +752,26 @@ mod validation_tests {
         assert!(validate_update(&Update::new().add("GSI2SK", 1)).is_err());
         assert!(validate_update(&Update::new().set("a", Value::n(1)).remove("a")).is_err());
         assert!(validate_update(&Update::new().set("a", Value::n(1)).remove("b")).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_cancellation_by_conflicts_alone_is_a_conflict() {
+        let cancelled = |reasons| StoreError::TransactionCanceled { reasons };
+        assert!(cancelled(vec![None, Some(CancelReason::Conflict)]).is_conflict());
+        // A failed condition decides: the write lost a race, retrying it cannot help.
+        assert!(
+            !cancelled(vec![
+                Some(CancelReason::Conflict),
+                Some(CancelReason::ConditionFailed(None))
+            ])
+            .is_conflict()
+        );
+        assert!(!cancelled(vec![None, None]).is_conflict());
+        assert!(!StoreError::Transient("throttled".into()).is_conflict());
     }
 }
