@@ -178,6 +178,16 @@ def write_env(session, stack, endpoint, env_file, token_keys, mail_from):
         "CLOSEDLOOP_STACK_TOKEN_KEYS": token_keys,
         "CLOSEDLOOP_STACK_MAIL_FROM": mail_from,
     }
+    # The functions' physical names, for tests that invoke one directly (the sweeps).
+    resources = stack_resources(cfn, stack)
+    for logical, var in (
+        ("SlaSweepFunction", "CLOSEDLOOP_STACK_SLA_SWEEP_FUNCTION"),
+        ("DetractorSweepFunction", "CLOSEDLOOP_STACK_DETRACTOR_SWEEP_FUNCTION"),
+        ("SurveySchedulerFunction", "CLOSEDLOOP_STACK_SURVEY_SCHEDULER_FUNCTION"),
+    ):
+        if logical not in resources:
+            raise SystemExit(f"post-deploy: function {logical} is not in stack {stack}")
+        values[var] = resources[logical]["PhysicalResourceId"]
     tmp = env_file + ".tmp"
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(f"# written by scripts/deploy-ministack.sh for stack {stack}; source it\n")

@@ -29,6 +29,8 @@ pub enum TenancyError {
     AlreadyExists(TenantId),
     #[error("tenant '{0}' does not exist")]
     NotFound(TenantId),
+    #[error("no API key with id '{0}'")]
+    NoSuchApiKey(String),
     #[error("stored data for tenant '{0}' is unreadable: {1}")]
     Corrupt(TenantId, String),
     #[error(transparent)]
@@ -124,6 +126,30 @@ pub async fn create_api_key(
     let (api_key, item) = api_key_item(tenant, now);
     store.put(item, Some(Condition::item_absent())).await?;
     Ok(api_key)
+}
+
+/// Revokes one of a tenant's API keys (by the key id, the third part of the key): it stops
+/// authenticating at once. Revoking twice keeps the first time.
+pub async fn revoke_api_key(
+    store: &dyn ItemStore,
+    tenant: &TenantId,
+    key_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), TenancyError> {
+    let update = crate::store::Update::new()
+        .set_if_not_exists("revoked_at", Value::S(keys::sortable_time(now)));
+    match store
+        .update(
+            &keys::api_key(tenant, key_id),
+            update,
+            Some(Condition::item_present()),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_condition_failure() => Err(TenancyError::NoSuchApiKey(key_id.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
