@@ -131,7 +131,7 @@ async fn unsubscribe_page(
         Ok(found) => {
             let body = format!(
                 r#"<p>Do you want to stop receiving requests to rate {brand}'s support at <strong>{email}</strong>?</p>
-<form method="post" action="/u/{token}"><button type="submit">Unsubscribe</button></form>"#,
+<form method="post" action="./{token}"><button type="submit">Unsubscribe</button></form>"#,
                 brand = escape(&found.settings.brand_name),
                 email = escape(found.request.ticket.contact.email.as_str()),
                 token = escape(&token),
@@ -298,7 +298,9 @@ fn comment_page(token: &str, recorded: &Recorded, note: Option<&str>) -> Respons
     page_with(StatusCode::OK, title, Some(&recorded.settings), |out| {
         out.push_str(r#"<p class="note" role="status">"#);
         escape_into(out, note);
-        out.push_str("</p>\n<form method=\"post\" action=\"/r/");
+        // Relative, so the form posts back to the page's own URL also behind a path prefix
+        // (a custom domain mapped at a base path, an emulator's invoke URL).
+        out.push_str("</p>\n<form method=\"post\" action=\"./");
         escape_into(out, token);
         out.push_str("\">\n<fieldset><legend>");
         escape_into(out, legend);

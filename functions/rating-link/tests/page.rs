@@ -257,6 +257,46 @@ async fn posting_the_page_saves_the_comment_and_may_change_the_rating() {
     );
 }
 
+/// Where a browser sends a form served at `page_path`: the URL reference `action` resolved
+/// against the page's path (RFC 3986, section 5.2, for the path-only references pages use).
+fn form_target(page_path: &str, action: &str) -> String {
+    if action.starts_with('/') {
+        return action.to_string();
+    }
+    let base = &page_path[..=page_path.rfind('/').unwrap()];
+    format!("{base}{}", action.trim_start_matches("./"))
+}
+
+fn form_action(page: &str) -> &str {
+    let start = page
+        .find("<form method=\"post\" action=\"")
+        .expect("a form")
+        + 28;
+    &page[start..start + page[start..].find('"').unwrap()]
+}
+
+#[tokio::test]
+async fn the_pages_forms_post_back_to_their_own_url_behind_a_path_prefix() {
+    let f = fixture(TenantSettings::default()).await;
+    let link = f.link("negative");
+    let (_, rating_page) = f.get(&link).await;
+    // Served behind a prefix (an API mapped at a base path), the form still reaches the link.
+    let prefixed = format!("/feedback{link}");
+    assert_eq!(
+        form_target(&prefixed, form_action(&rating_page)),
+        prefixed,
+        "{rating_page}"
+    );
+    let unsubscribe = f.unsubscribe_link();
+    let (_, unsubscribe_page) = f.get(&unsubscribe).await;
+    let prefixed = format!("/feedback{unsubscribe}");
+    assert_eq!(
+        form_target(&prefixed, form_action(&unsubscribe_page)),
+        prefixed,
+        "{unsubscribe_page}"
+    );
+}
+
 #[tokio::test]
 async fn with_changes_forbidden_a_second_click_or_post_keeps_the_first_rating() {
     let f = fixture(TenantSettings {
