@@ -155,7 +155,7 @@ async fn get_sla(
 async fn put_sla(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let sla: SlaPolicy = body(&bytes)?;
     cases::set_sla(state.store.as_ref(), &tenant, sla)
@@ -179,7 +179,7 @@ async fn get_hours(
 async fn put_hours(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let calendar: BusinessCalendar = body(&bytes).map_err(|mut e| {
         e.code = "invalid_calendar";
@@ -232,7 +232,7 @@ struct NewOption {
 async fn add_option(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let new: NewOption = body(&bytes)?;
     let option = cases::add_close_option(state.store.as_ref(), &tenant, &new.label)
@@ -253,7 +253,7 @@ async fn change_option(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let change: OptionChange = body(&bytes)?;
     if change.label.is_none() && change.retired.is_none() {
@@ -378,7 +378,7 @@ async fn close(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let id = case_id(&id)?;
     let close: CloseBody = body(&bytes)?;
@@ -408,7 +408,7 @@ async fn assign(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let id = case_id(&id)?;
     let assign: AssignBody = body(&bytes)?;
@@ -445,7 +445,7 @@ async fn reply(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
-    bytes: axum::body::Bytes,
+    closedloop_http::RawBody(bytes): closedloop_http::RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let id = case_id(&id)?;
     let reply: ReplyBody = body(&bytes)?;

@@ -52,6 +52,9 @@ pub fn router(state: AdminState) -> Router {
         .merge(cases::routes())
         .merge(reports::routes())
         .merge(detractors::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            closedloop_http::MAX_JSON_BODY_BYTES,
+        ))
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }

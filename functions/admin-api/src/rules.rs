@@ -3,7 +3,6 @@
 //! a rule editor can offer; `/admin/v1/reviews/{review}/audit`: a review's audit trail.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -114,7 +113,7 @@ async fn list(
 async fn create(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
-    body: Bytes,
+    closedloop_http::RawBody(body): closedloop_http::RawBody,
 ) -> Result<Response, ApiError> {
     let draft = parse_draft(&body).map_err(invalid_rule)?;
     check_helpdesk_can(&state, &tenant, &draft.actions).await?;
@@ -143,7 +142,7 @@ async fn update(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
-    body: Bytes,
+    closedloop_http::RawBody(body): closedloop_http::RawBody,
 ) -> Result<Json<JsonValue>, ApiError> {
     let id = rule_id(&id)?;
     let draft = parse_draft(&body).map_err(invalid_rule)?;
@@ -205,7 +204,7 @@ const MAX_SIMULATION_DAYS: i64 = 92;
 async fn simulate(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
-    body: Bytes,
+    closedloop_http::RawBody(body): closedloop_http::RawBody,
 ) -> Result<Json<JsonValue>, ApiError> {
     let request: JsonValue = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
@@ -288,7 +287,7 @@ async fn add_template(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(id): Path<String>,
-    body: Bytes,
+    closedloop_http::RawBody(body): closedloop_http::RawBody,
 ) -> Result<Response, ApiError> {
     let template = library::find(&id).ok_or_else(|| {
         ApiError::not_found(format!(

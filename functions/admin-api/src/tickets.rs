@@ -69,7 +69,7 @@ async fn re_request(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(ticket): Path<String>,
-    body: axum::body::Bytes,
+    closedloop_http::RawBody(body): closedloop_http::RawBody,
 ) -> Result<(StatusCode, Json<ReRequested>), ApiError> {
     let ticket = ticket_id(&ticket)?;
     // The body is optional: an empty POST is a plain re-request.

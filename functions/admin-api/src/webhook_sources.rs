@@ -9,7 +9,6 @@
 //! old one is revoked.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
@@ -68,7 +67,7 @@ async fn create(
     State(state): State<AdminState>,
     Authenticated(tenant): Authenticated,
     Path(name): Path<String>,
-    body: Bytes,
+    closedloop_http::RawBody(body): closedloop_http::RawBody,
 ) -> Result<(StatusCode, Json<CreatedSecret>), ApiError> {
     let source = source(&name)?;
     // The body is optional: empty means "generate one for me".

@@ -46,7 +46,7 @@ pub fn router(state: RatingLinkState) -> Router {
             "/u/{token}",
             get(unsubscribe_page).head(scanned).post(unsubscribe),
         )
-        .layer(DefaultBodyLimit::max(32 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .fallback(closedloop_http::unknown_route)
         .with_state(state)
 }
@@ -85,11 +85,33 @@ struct CommentForm {
     comment: String,
 }
 
+/// The form's largest body: the longest comment (5,000 characters) fits even when every
+/// character takes four bytes, percent-encoded to twelve.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
 async fn submit(
     State(state): State<RatingLinkState>,
     Path(token): Path<String>,
-    axum::Form(form): axum::Form<CommentForm>,
+    form: Result<axum::Form<CommentForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // A customer sees a page, never axum's plain-text rejection.
+    let form = match form {
+        Ok(axum::Form(form)) => form,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return message_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Your comment is too long",
+                "Please shorten it to 5,000 characters and send it again.",
+            );
+        }
+        Err(_) => {
+            return message_page(
+                StatusCode::BAD_REQUEST,
+                "This form doesn't work",
+                "Please use the buttons in the email again.",
+            );
+        }
+    };
     let now = state.clock.now();
     match ratings::submit(
         state.store.as_ref(),
@@ -208,6 +230,10 @@ fn error_page(error: RatingError) -> Response {
             )
         }
     };
+    message_page(status, title, text)
+}
+
+fn message_page(status: StatusCode, title: &str, text: &str) -> Response {
     page(status, title, None, &format!("<p>{}</p>", escape(text)))
 }
 

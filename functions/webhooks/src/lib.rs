@@ -33,8 +33,14 @@ async fn receive(
     State(state): State<WebhooksState>,
     Path((tenant, source)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    // A body longer than the limit stops being read at the limit; it is refused as too large
+    // in our error shape, like one just over it.
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => to_api_error(IngestError::TooLarge(MAX_BODY_BYTES + 1)),
+        _ => ApiError::bad_request(rejection.body_text()),
+    })?;
     // An unknown tenant gets the same answer as a bad signature: no tenant discovery.
     let tenant = TenantId::parse(&tenant).map_err(|_| {
         ApiError::unauthorized("the request is not signed for this tenant and source")

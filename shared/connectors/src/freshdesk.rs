@@ -11,6 +11,9 @@
 //!   /api/v2/companies/{id}`, its `note`); "List all ticket fields"
 //!   (`?type=default_ticket_type`, its `choices`); "View the logged in agent" (`GET
 //!   /api/v2/agents/me`).
+//! - Note, reply and ticket description bodies are HTML ("Content of the note in HTML
+//!   format"), so closedloop's plain text (a customer's comment among it) is escaped and its
+//!   line breaks become `<br>`.
 //! - Rate limits: per account and plan; 429 with `Retry-After`, and `X-RateLimit-Total` /
 //!   `X-RateLimit-Remaining` on every answer (apis.io "Freshdesk Rate Limits").
 
@@ -26,6 +29,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::block;
+
+/// Plain text as the HTML Freshdesk shows: markup in it stays text.
+fn html_body(text: &str) -> String {
+    closedloop_core::html::escape(text).replace('\n', "<br>")
+}
 use crate::common::{TicketParts, parse_time};
 use crate::http::{Api, Shared, Vendor, fingerprint, id_text, join, numeric_id};
 
@@ -185,7 +193,7 @@ impl HelpdeskConnector for FreshdeskConnector {
             Some(Op::AddInternalNote),
             Method::POST,
             &format!("/tickets/{id}/notes"),
-            Some(json!({"body": body, "private": true})),
+            Some(json!({"body": html_body(body), "private": true})),
         )
         .await
         .map(drop)
@@ -239,7 +247,7 @@ impl HelpdeskConnector for FreshdeskConnector {
                 Method::POST,
                 "/tickets",
                 Some(
-                    json!({"subject": ticket.subject, "description": ticket.body,
+                    json!({"subject": ticket.subject, "description": html_body(&ticket.body),
                     "email": requester.email, "name": requester.name, "status": 2, "priority": 1}),
                 ),
             )
@@ -319,7 +327,7 @@ impl HelpdeskConnector for FreshdeskConnector {
             Some(Op::PublicReply),
             Method::POST,
             &format!("/tickets/{id}/reply"),
-            Some(json!({"body": body})),
+            Some(json!({"body": html_body(body)})),
         )
         .await
         .map(drop)

@@ -1229,6 +1229,37 @@ mod freshdesk {
     }
 
     #[tokio::test]
+    async fn note_and_reply_bodies_are_sent_as_html_with_customer_markup_escaped() {
+        let server = MockServer::start().await;
+        authed(Mock::given(method("POST")).and(path("/api/v2/tickets/1001/notes")))
+            .and(body_json(json!({
+                "body": "Bob said:<br>&lt;img src=x onerror=alert(1)&gt; &amp; more",
+                "private": true
+            })))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": 1})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        authed(Mock::given(method("POST")).and(path("/api/v2/tickets/1001/reply")))
+            .and(body_json(json!({"body": "&lt;script&gt;x&lt;/script&gt;"})))
+            .respond_with(ResponseTemplate::new(201).set_body_json(json!({"id": 2})))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let c = connector(&server);
+        c.add_internal_note(
+            "k",
+            &ticket(),
+            "Bob said:\n<img src=x onerror=alert(1)> & more",
+        )
+        .await
+        .unwrap();
+        c.public_reply("k", &ticket(), "<script>x</script>")
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_follow_up_ticket_is_created_for_the_customer() {
         let server = MockServer::start().await;
         authed(Mock::given(method("POST")).and(path("/api/v2/tickets")))

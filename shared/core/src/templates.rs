@@ -59,6 +59,106 @@ pub struct RenderedEmail {
 const FUEL: u64 = 50_000;
 /// Largest template source a tenant may store, per part.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// Largest rendered part: an email body several times the default's size, far below what
+/// would strain a mail server or the function's memory.
+pub const MAX_RENDERED_BYTES: usize = 256 * 1024;
+
+/// The blocks a tenant's template may use. The others either reach other templates
+/// (`include`, `import`, `extends`, which find nothing anyway: there is no loader) or capture
+/// output into a value that can be reused (`set`, `macro`, `call`, `filter`), which is how a
+/// short template doubles a string forty times without running out of fuel.
+const BLOCKS: [&str; 8] = [
+    "if", "elif", "else", "endif", "for", "endfor", "raw", "endraw",
+];
+/// Filters that never make a value much longer than its input (`safe` is left out: it would
+/// let customer text through unescaped).
+const FILTERS: [&str; 17] = [
+    "abs",
+    "capitalize",
+    "count",
+    "d",
+    "default",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "int",
+    "last",
+    "length",
+    "lower",
+    "round",
+    "title",
+    "trim",
+    "upper",
+];
+/// Functions a template may call.
+const FUNCTIONS: [&str; 1] = ["range"];
+/// Words that may stand before `(` without calling anything.
+const KEYWORDS: [&str; 7] = ["and", "or", "not", "in", "is", "if", "else"];
+
+/// Refuses what the sandbox cannot bound by fuel alone: minijinja counts instructions, not
+/// bytes, so a handful of instructions that concatenate, repeat or capture strings could fill
+/// the memory. Reads the template with minijinja's own lexer, so it sees what the parser sees.
+// `SyntaxConfig` is a unit struct until minijinja's `custom_syntax` feature is on; `default()`
+// keeps this right either way.
+#[allow(clippy::default_constructed_unit_structs)]
+fn screen(source: &str) -> Result<(), String> {
+    use minijinja::machinery::{Token, WhitespaceConfig, tokenize};
+    use minijinja::syntax::SyntaxConfig;
+    let allowed = |list: &[&str]| list.join(", ");
+    let mut prev: [Option<Token<'_>>; 2] = [None, None];
+    for token in tokenize(
+        source,
+        false,
+        SyntaxConfig::default(),
+        WhitespaceConfig::default(),
+    ) {
+        // A lexing error is the parser's to report, with its position.
+        let Ok((token, span)) = token else {
+            return Ok(());
+        };
+        let at = format!("line {}", span.start_line);
+        match (&token, &prev[1], &prev[0]) {
+            (Token::Plus | Token::Tilde | Token::Mul | Token::Pow, _, _) => {
+                return Err(format!(
+                    "{token} is not available in templates ({at}): write {{{{ a }}}}{{{{ b }}}} to put values side by side"
+                ));
+            }
+            (Token::Ident("recursive"), _, _) => {
+                return Err(format!(
+                    "recursive loops are not available in templates ({at})"
+                ));
+            }
+            (Token::Ident(name), Some(Token::BlockStart), _) if !BLOCKS.contains(name) => {
+                return Err(format!(
+                    "{{% {name} %}} is not available in templates ({at}); they may use {}",
+                    allowed(&BLOCKS)
+                ));
+            }
+            (Token::Ident(name), Some(Token::Pipe), _) if !FILTERS.contains(name) => {
+                return Err(format!(
+                    "the filter '{name}' is not available in templates ({at}); they may use {}",
+                    allowed(&FILTERS)
+                ));
+            }
+            (Token::ParenOpen, Some(Token::Ident(name)), before)
+                if !matches!(
+                    before,
+                    Some(Token::Dot | Token::Pipe | Token::Ident("is" | "not"))
+                ) && !KEYWORDS.contains(name)
+                    && !FUNCTIONS.contains(name) =>
+            {
+                return Err(format!(
+                    "the function '{name}' is not available in templates ({at}); they may call {}",
+                    allowed(&FUNCTIONS)
+                ));
+            }
+            _ => {}
+        }
+        prev = [prev[1].take(), Some(token)];
+    }
+    Ok(())
+}
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -71,7 +171,96 @@ fn environment() -> Environment<'static> {
             AutoEscape::None
         }
     });
+    // Lists and maps are printed whole, in memory, before a byte is written: a template
+    // prints values one at a time.
+    env.set_formatter(|out, state, value| {
+        use minijinja::value::ValueKind;
+        match value.kind() {
+            ValueKind::Seq | ValueKind::Map | ValueKind::Iterable | ValueKind::Plain => {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "a template prints single values: loop over a list, or print one field of a map",
+                ))
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        }
+    });
     env
+}
+
+/// Output that refuses to grow past `MAX_RENDERED_BYTES`.
+#[derive(Default)]
+struct Capped {
+    out: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a render failed.
+enum Failure {
+    /// The template is refused as written (the screen, or it does not parse).
+    Refused(String),
+    /// It would run away whatever the values: out of fuel, over the output limit, a range or
+    /// a recursion too big.
+    RunsAway(String),
+    /// It failed on these values.
+    Failed(String),
+}
+
+impl Failure {
+    fn into_error(self, name: &str) -> TemplateError {
+        let (Failure::Refused(reason) | Failure::RunsAway(reason) | Failure::Failed(reason)) = self;
+        TemplateError {
+            name: name.to_string(),
+            reason,
+        }
+    }
+}
+
+/// Screens, compiles and renders one template, within the fuel and the output limit.
+fn render<C: Serialize>(
+    env: &Environment<'_>,
+    name: &str,
+    source: &str,
+    context: &C,
+) -> Result<String, Failure> {
+    screen(source).map_err(Failure::Refused)?;
+    let template = env
+        .template_from_named_str(name, source)
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    let mut out = Capped::default();
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => String::from_utf8(out.out).map_err(|e| Failure::Failed(e.to_string())),
+        Err(_) if out.overflowed => Err(Failure::RunsAway(format!(
+            "it renders more than the limit of {} KB",
+            MAX_RENDERED_BYTES / 1024
+        ))),
+        Err(e) => {
+            let reason = e.to_string();
+            // minijinja names these limits only in its messages.
+            let runs_away = e.kind() == minijinja::ErrorKind::OutOfFuel
+                || reason.contains("too many elements")
+                || reason.contains("recursion");
+            Err(if runs_away {
+                Failure::RunsAway(reason)
+            } else {
+                Failure::Failed(reason)
+            })
+        }
+    }
 }
 
 /// Renders subject, text and HTML from template sources with one context.
@@ -83,11 +272,7 @@ pub fn render_email<C: Serialize>(
 ) -> Result<RenderedEmail, TemplateError> {
     let env = environment();
     let render = |name: &str, source: &str| {
-        env.render_named_str(name, source, context)
-            .map_err(|e| TemplateError {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })
+        render(&env, name, source, context).map_err(|f| f.into_error(name))
     };
     Ok(RenderedEmail {
         // Subjects are one line; a template must not smuggle header lines in.
@@ -100,15 +285,17 @@ pub fn render_email<C: Serialize>(
     })
 }
 
-/// Checks that a template source parses, without rendering it.
+/// Checks that a template source passes the screen and parses, and that it does not run
+/// away whatever the values: a trial render with no values (every field reads as empty) must
+/// not run out of fuel, outgrow the output limit or build an oversized range. Failures that
+/// depend on the values are left to the real render.
 pub fn check_syntax(name: &str, source: &str) -> Result<(), TemplateError> {
-    let env = environment();
-    env.template_from_named_str(name, source)
-        .map(|_| ())
-        .map_err(|e| TemplateError {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })
+    let mut env = environment();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    match render(&env, name, source, &()) {
+        Ok(_) | Err(Failure::Failed(_)) => Ok(()),
+        Err(f) => Err(f.into_error(name)),
+    }
 }
 
 /// Renders one plain-text template (a rule action's note, message or subject).
@@ -117,12 +304,7 @@ pub fn render_text<C: Serialize>(
     source: &str,
     context: &C,
 ) -> Result<String, TemplateError> {
-    environment()
-        .render_named_str(name, source, context)
-        .map_err(|e| TemplateError {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })
+    render(&environment(), name, source, context).map_err(|f| f.into_error(name))
 }
 
 /// The rating-request email a tenant has saved (or the defaults).
@@ -294,6 +476,71 @@ mod tests {
         assert_eq!(out.html, "<p>&lt;script&gt;x&lt;&#x2f;script&gt;</p>");
         assert_eq!(out.text, "<script>x</script>");
         assert_eq!(out.subject, "a  Bcc: evil@x.com");
+    }
+
+    #[test]
+    fn rule_templates_in_everyday_shapes_pass_the_check() {
+        for source in [
+            "Negative review from {{ customer.name }}",
+            "{{ comment }}\n{{ ticket.url }}",
+            "{% if rating.value == 'negative' %}Bad{% elif rating.nps < 7 %}Low{% else %}Ok{% endif %}",
+            "{{ comment|default('(no comment)')|trim|upper }} on #{{ ticket.id|int }}",
+            "{% for t in ticket.tags %}{{ t|title }}{% if not loop.last %}, {% endif %}{% endfor %}",
+            "{{ review.tags|length }} tags, {{ case.id is defined }}",
+            "{% raw %}{{ literally }}{% endraw %} {%- if agent.name %} {{ agent.name }}{% endif -%}",
+        ] {
+            check_syntax("body", source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        }
+    }
+
+    #[test]
+    fn what_could_fill_the_memory_is_refused_at_the_check() {
+        for (source, names) in [
+            ("{{ a ~ b }}", "`~`"),
+            ("{{ 'x' * 99999999 }}", "`*`"),
+            ("{{ [1] + [2] }}", "`+`"),
+            ("{% set a = 'x' %}", "set"),
+            ("{% macro m() %}{% endmacro %}", "macro"),
+            ("{% filter upper %}x{% endfilter %}", "filter"),
+            (
+                "{% for x in y recursive %}{{ loop(x) }}{% endfor %}",
+                "recursive",
+            ),
+            ("{{ x|replace('a', 'aa') }}", "replace"),
+            ("{{ x|safe }}", "safe"),
+            ("{{ dict(a=1) }}", "dict"),
+            (
+                "{% for i in range(100000000) %}{% endfor %}",
+                "too many elements",
+            ),
+            (
+                "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+                "fuel",
+            ),
+            ("{% for i in range(99999) %}{{ 'x' }}{% endfor %}", "fuel"),
+        ] {
+            let err = check_syntax("body", source).err();
+            let err = err.unwrap_or_else(|| panic!("{source} passed"));
+            assert!(err.reason.contains(names), "{source}: {}", err.reason);
+        }
+        // Printing a whole list builds it in memory first.
+        let err = render_text("t", "{{ range(10) }}", &()).unwrap_err();
+        assert!(err.reason.contains("single values"), "{}", err.reason);
+    }
+
+    #[test]
+    fn output_past_the_limit_stops_the_render() {
+        let big = "y".repeat(10_000);
+        let ctx = serde_json::json!({ "big": big });
+        let err =
+            render_text("t", "{% for i in range(100) %}{{ big }}{% endfor %}", &ctx).unwrap_err();
+        assert!(err.reason.contains("256 KB"), "{}", err.reason);
+        assert_eq!(
+            render_text("t", "{% for i in range(20) %}{{ big }}{% endfor %}", &ctx)
+                .unwrap()
+                .len(),
+            200_000
+        );
     }
 
     #[test]

@@ -67,6 +67,19 @@ impl State {
         self.partitions.get(&key.pk)?.get(&key.sk)
     }
 
+    /// Every item, ordered by (PK, SK).
+    pub(crate) fn all_items(&self) -> Vec<Item> {
+        let mut pks: Vec<&String> = self.partitions.keys().collect();
+        pks.sort();
+        pks.into_iter()
+            .flat_map(|pk| {
+                self.partitions[pk]
+                    .values()
+                    .map(|item| item.as_ref().clone())
+            })
+            .collect()
+    }
+
     pub(crate) fn item_count(&self) -> usize {
         self.items
     }

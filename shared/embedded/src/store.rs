@@ -307,6 +307,12 @@ impl JournalStore {
         }
     }
 
+    /// Every item, ordered by (PK, SK): for tests and tools that compare the whole table
+    /// before and after a request ("nothing was written").
+    pub fn items(&self) -> Vec<Item> {
+        self.state().all_items()
+    }
+
     /// Up to `limit` stream records with a sequence number above `after_seq`, oldest first.
     pub async fn stream_read(
         &self,

@@ -70,6 +70,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The largest JSON body [`Json`] reads; a Router that takes JSON bodies sets it as its
+/// `DefaultBodyLimit` (the largest legitimate one, three 64 KB templates, fits many times).
+pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+
 /// `axum::Json`, with rejections turned into our error shape and a message naming the problem.
 pub struct Json<T>(pub T);
 
@@ -105,14 +109,37 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ),
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the body is larger than this endpoint accepts",
-            )
+            too_large()
         }
         other => ApiError::bad_request(other.body_text()),
     }
+}
+
+/// The raw body, for handlers that parse it themselves, with the same too-large answer as
+/// [`Json`].
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!(
+            "the body is larger than this endpoint accepts (at most {} MB)",
+            MAX_JSON_BODY_BYTES >> 20
+        ),
+    )
 }
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {

@@ -96,7 +96,7 @@ pub enum IngestError {
     NotConfigured,
     #[error(transparent)]
     Signature(#[from] SignatureError),
-    #[error("the body is {0} bytes; the limit is {MAX_BODY_BYTES}")]
+    #[error("the body is larger than the limit of {MAX_BODY_BYTES} bytes (256 KB)")]
     TooLarge(usize),
     #[error("the body is not valid: {0}")]
     BadBody(String),
