@@ -60,10 +60,63 @@ const FUEL: u64 = 50_000;
 /// Largest template source a tenant may store, per part.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
+/// Largest rendered text per part. Fuel bounds the work, not the output: one instruction can
+/// emit a string a hundred megabytes long (`"x" * 100000000`), so output past this is refused.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
+/// Collects rendered output, refusing to grow past [`MAX_RENDERED_BYTES`].
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered text too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders `source` as template `name` (its extension picks the escaping), bounded in output.
+fn render_bounded<C: Serialize>(
+    env: &Environment<'_>,
+    name: &str,
+    source: &str,
+    context: &C,
+) -> Result<String, TemplateError> {
+    let failed = |reason: String| TemplateError {
+        name: name.to_string(),
+        reason,
+    };
+    let template = env
+        .template_from_named_str(name, source)
+        .map_err(|e| failed(e.to_string()))?;
+    let mut out = BoundedOutput {
+        bytes: Vec::new(),
+        overflowed: false,
+    };
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => String::from_utf8(out.bytes)
+            .map_err(|_| failed("the rendered text is not valid UTF-8".into())),
+        Err(_) if out.overflowed => Err(failed(format!(
+            "the rendered text is over the limit of {MAX_RENDERED_BYTES} bytes"
+        ))),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));
-    // No template loader: `include`, `import` and `extends` find nothing.
+    // No loader, and no `include`/`import`/`extends` in the language (the workspace leaves out
+    // minijinja's multi_template feature): a template is the one source it is given.
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
             AutoEscape::Html
@@ -82,13 +135,7 @@ pub fn render_email<C: Serialize>(
     context: &C,
 ) -> Result<RenderedEmail, TemplateError> {
     let env = environment();
-    let render = |name: &str, source: &str| {
-        env.render_named_str(name, source, context)
-            .map_err(|e| TemplateError {
-                name: name.to_string(),
-                reason: e.to_string(),
-            })
-    };
+    let render = |name: &str, source: &str| render_bounded(&env, name, source, context);
     Ok(RenderedEmail {
         // Subjects are one line; a template must not smuggle header lines in.
         subject: render("subject.txt", subject)?
@@ -117,12 +164,7 @@ pub fn render_text<C: Serialize>(
     source: &str,
     context: &C,
 ) -> Result<String, TemplateError> {
-    environment()
-        .render_named_str(name, source, context)
-        .map_err(|e| TemplateError {
-            name: name.to_string(),
-            reason: e.to_string(),
-        })
+    render_bounded(&environment(), name, source, context)
 }
 
 /// The rating-request email a tenant has saved (or the defaults).
@@ -294,6 +336,52 @@ mod tests {
         assert_eq!(out.html, "<p>&lt;script&gt;x&lt;&#x2f;script&gt;</p>");
         assert_eq!(out.text, "<script>x</script>");
         assert_eq!(out.subject, "a  Bcc: evil@x.com");
+    }
+
+    #[test]
+    fn output_past_the_limit_is_refused_not_collected() {
+        // One instruction, a 100 MB string: fuel does not stop it, the output limit does.
+        let err = render_text(
+            "note.txt",
+            r#"{{ "x" * 99999999 }}"#,
+            &serde_json::json!({}),
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("over the limit"), "{}", err.reason);
+        let looped = r#"{% for i in range(30) %}{{ "y" * 100000 }}{% endfor %}"#;
+        assert!(render_text("note.txt", looped, &serde_json::json!({})).is_err());
+        // Just under the limit renders whole.
+        let fits = format!(r#"{{{{ "z" * {MAX_RENDERED_BYTES} }}}}"#);
+        let out = render_text("note.txt", &fits, &serde_json::json!({})).unwrap();
+        assert_eq!(out.len(), MAX_RENDERED_BYTES);
+    }
+
+    #[test]
+    fn macros_are_not_part_of_the_template_language() {
+        // Fuzzing found that a recursive macro doubling its argument (`f(n ~ n)`) exhausted
+        // memory within the fuel; without macros there is no recursion at all.
+        let recursive = "{% macro f(n) %}{{ f(n ~ n) }}{% endmacro %}{{ f(\"ab\") }}";
+        assert!(check_syntax("note.txt", recursive).is_err());
+        assert!(render_text("note.txt", recursive, &serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn imports_includes_and_extends_are_refused_not_panicking() {
+        // Found by fuzzing: minijinja's code generator panics on an import into a non-name.
+        for source in [
+            "{% import '/etc/passwd' as 0 %}",
+            "{% from 'x' import a %}{{ a }}",
+            "{% include 'secrets.txt' %}",
+            "{% extends 'base.html' %}",
+        ] {
+            let err = check_syntax("body.html", source).unwrap_err();
+            assert!(
+                err.reason.contains("syntax error"),
+                "{source}: {}",
+                err.reason
+            );
+            assert!(render_text("note.txt", source, &serde_json::json!({})).is_err());
+        }
     }
 
     #[test]
