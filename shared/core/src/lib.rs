@@ -15,6 +15,8 @@ pub mod domain;
 pub mod due;
 pub mod echoes;
 pub mod event;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod helpdesk;
 pub mod html;
 pub mod idempotency;

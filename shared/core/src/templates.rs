@@ -163,7 +163,8 @@ fn screen(source: &str) -> Result<(), String> {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_fuel(Some(FUEL));
-    // No template loader: `include`, `import` and `extends` find nothing.
+    // No loader, and no `include`/`import`/`extends` in the language (the workspace leaves out
+    // minijinja's multi_template feature): a template is the one source it is given.
     env.set_auto_escape_callback(|name| {
         if name.ends_with(".html") {
             AutoEscape::Html
@@ -490,6 +491,34 @@ mod tests {
             "{% raw %}{{ literally }}{% endraw %} {%- if agent.name %} {{ agent.name }}{% endif -%}",
         ] {
             check_syntax("body", source).unwrap_or_else(|e| panic!("{source}: {e}"));
+        }
+    }
+
+    #[test]
+    fn macros_are_not_part_of_the_template_language() {
+        // Fuzzing found that a recursive macro doubling its argument (`f(n ~ n)`) exhausted
+        // memory within the fuel; without macros there is no recursion at all.
+        let recursive = "{% macro f(n) %}{{ f(n ~ n) }}{% endmacro %}{{ f(\"ab\") }}";
+        assert!(check_syntax("note.txt", recursive).is_err());
+        assert!(render_text("note.txt", recursive, &serde_json::json!({})).is_err());
+    }
+
+    #[test]
+    fn imports_includes_and_extends_are_refused_not_panicking() {
+        // Found by fuzzing: minijinja's code generator panics on an import into a non-name.
+        for source in [
+            "{% import '/etc/passwd' as 0 %}",
+            "{% from 'x' import a %}{{ a }}",
+            "{% include 'secrets.txt' %}",
+            "{% extends 'base.html' %}",
+        ] {
+            let err = check_syntax("body.html", source).unwrap_err();
+            assert!(
+                err.reason.contains("is not available in templates"),
+                "{source}: {}",
+                err.reason
+            );
+            assert!(render_text("note.txt", source, &serde_json::json!({})).is_err());
         }
     }
 

@@ -162,8 +162,16 @@ pub enum AuthError {
     Unavailable,
 }
 
-/// Resolves a bearer API key to its tenant.
-pub async fn authenticate(store: &dyn ItemStore, api_key: &str) -> Result<TenantId, AuthError> {
+/// An API key taken apart: `cl.<tenant>.<key id>.<secret>`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ApiKeyParts<'a> {
+    pub tenant: TenantId,
+    pub key_id: &'a str,
+    pub secret: &'a str,
+}
+
+/// Reads an API key's shape, before anything is looked up.
+pub fn parse_api_key(api_key: &str) -> Result<ApiKeyParts<'_>, AuthError> {
     let mut parts = api_key.trim().splitn(4, '.');
     let (Some("cl"), Some(tenant), Some(key_id), Some(secret)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -175,6 +183,20 @@ pub async fn authenticate(store: &dyn ItemStore, api_key: &str) -> Result<Tenant
     {
         return Err(AuthError::Invalid);
     }
+    Ok(ApiKeyParts {
+        tenant,
+        key_id,
+        secret,
+    })
+}
+
+/// Resolves a bearer API key to its tenant.
+pub async fn authenticate(store: &dyn ItemStore, api_key: &str) -> Result<TenantId, AuthError> {
+    let ApiKeyParts {
+        tenant,
+        key_id,
+        secret,
+    } = parse_api_key(api_key)?;
     let item = store
         .get(&keys::api_key(&tenant, key_id))
         .await

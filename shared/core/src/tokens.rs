@@ -231,6 +231,43 @@ mod tests {
         assert_eq!(before.verify(&new_link, now), Err(TokenError::UnknownKey));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_claims_round_trip_and_any_changed_byte_is_refused(
+            tenant in "[a-z][a-z0-9-]{2,39}",
+            value in "[^|]{0,40}",
+            ulid in proptest::prelude::any::<u128>(),
+            days in 1i64..400,
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let ring = TokenKeyring::parse(&TokenKeyring::generate_spec("k1")).unwrap();
+            let now = Utc.timestamp_opt(1_795_428_030, 0).unwrap();
+            let claims = RatingClaims {
+                tenant: TenantId::parse(&tenant).unwrap(),
+                survey_request: SurveyRequestId::parse(&ulid::Ulid::from(ulid).to_string()).unwrap(),
+                value,
+                expires_at: now + chrono::Duration::days(days),
+            };
+            let token = ring.sign(&claims);
+            proptest::prop_assert_eq!(ring.verify(&token, now), Ok(claims.clone()));
+            let mut bytes = token.into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            let tampered = String::from_utf8_lossy(&bytes);
+            proptest::prop_assert!(ring.verify(&tampered, now).is_err());
+        }
+    }
+
+    #[test]
+    fn a_value_holding_the_separator_is_refused_not_misread() {
+        let ring = TokenKeyring::parse(&TokenKeyring::generate_spec("k1")).unwrap();
+        let now = Utc::now();
+        let mut c = claims(now);
+        c.value = "positive|acme".into();
+        assert_eq!(ring.verify(&ring.sign(&c), now), Err(TokenError::Malformed));
+    }
+
     #[test]
     fn keyring_specs_are_checked() {
         assert_eq!(TokenKeyring::parse("").unwrap_err(), KeyringError::Empty);

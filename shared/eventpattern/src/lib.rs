@@ -5,6 +5,8 @@
 //! * [`template`]: the routes (HTTP, EventBridge, schedules, DynamoDB streams) declared in a SAM
 //!   `template.yaml`, so the local runner wires functions the way production does.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod pattern;
 pub mod schedule;
 pub mod template;

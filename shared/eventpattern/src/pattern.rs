@@ -856,6 +856,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_read_back_from_its_text_matches_the_same_numbers() {
+        // Found by fuzzing: a decimal integer past u64 is a float, and unless JSON parsing
+        // rounds correctly, writing the pattern out and reading it back moved it by one ulp.
+        let text = r#"{"n": [1122222222222222222222222222222220]}"#;
+        let event: Value =
+            serde_json::from_str(r#"{"n": 1122222222222222222222222222222220}"#).expect("json");
+        let pattern: EventPattern = text.parse().expect("valid pattern");
+        assert!(pattern.matches(&event));
+        let again: EventPattern = pattern.to_string().parse().expect("reads back");
+        assert!(again.matches(&event), "{again} does not match {event}");
+    }
+
+    #[test]
     fn numeric_ranges_respect_inclusive_and_exclusive_bounds() {
         let range = NumericRange::parse(&json!([">", 0, "<=", 5])).expect("valid range");
         assert!(!range.contains(0.0));

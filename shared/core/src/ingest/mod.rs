@@ -9,6 +9,8 @@
 
 mod asknicely;
 mod delighted;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod generic;
 mod responses;
 mod tickets;
