@@ -111,7 +111,7 @@ impl World {
             public_base_url: "",
         };
         let ticket = serde_json::json!({ "ticket": { "id": "1001", "subject": "Printer",
-            "status": "closed", "agent": { "id": "a-ann", "name": "Ann", "email": "ann@example.com" },
+            "status": "closed", "agent": { "id": "a-ann", "name": "Ann", "email": "ann@example.com", "email_notifications": false },
             "contact": { "id": "c-bob", "name": "Bob", "email": "bob@example.com" },
             "updated_at": clock.now() } });
         let event =
