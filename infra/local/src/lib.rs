@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod functions;
+pub mod load;
 pub mod report_link;
 pub mod runner;
 pub mod sandbox;

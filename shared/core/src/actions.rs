@@ -907,10 +907,14 @@ impl Executor<'_> {
         let old = item.str_attr(crate::records::DATA).unwrap_or_default();
         WriteOp::Update {
             key,
-            update: Update::new().set(
-                crate::records::DATA,
-                Value::S(serde_json::to_string(review).expect("reviews serialise")),
-            ),
+            // The revision moves, so a click that read the review before this write retries
+            // instead of writing over the tag or status.
+            update: Update::new()
+                .set(
+                    crate::records::DATA,
+                    Value::S(serde_json::to_string(review).expect("reviews serialise")),
+                )
+                .add(crate::ratings::REVISION, 1),
             condition: Some(Condition::eq(crate::records::DATA, Value::s(old))),
         }
     }

@@ -13,7 +13,9 @@ use crate::keys;
 use crate::outbox::{outbox_put, outbox_put_with};
 use crate::records::{read_record, record_item};
 use crate::scanners::BURST_SECONDS;
-use crate::store::{Condition, Index, ItemExt, ItemStore, StoreError, Update, Value, WriteOp};
+use crate::store::{
+    Condition, Index, Item, ItemExt, ItemStore, StoreError, Update, Value, WriteOp,
+};
 use crate::surveys;
 use crate::tenancy::{self, SettingsCache, TenancyError};
 use crate::tokens::{TokenError, TokenKeyring};
@@ -76,6 +78,37 @@ const RECEIVED_AT: &str = "received_at";
 /// `link`, `form`, or `held` (awaiting a person's confirmation).
 const CONFIRMATION: &str = "confirmation";
 const LINK_CLICKED_AT: &str = "link_clicked_at";
+/// Moves by one with every write of the review item (a click, a post, settling, a rule's tag
+/// or status), and guards every write: `updated_at` has millisecond resolution and settling
+/// leaves it alone, so two writes in one millisecond, or a post racing the scheduler, would
+/// otherwise pass each other's guard (a lost update, a second `review.received`, a review
+/// counted twice).
+pub const REVISION: &str = "revision";
+
+/// The condition that the review item is still at the revision `item` was read at. Items
+/// written before revisions existed are guarded by what their writers compared then, and by
+/// whether they had settled.
+pub fn unchanged_since(item: &Item) -> Condition {
+    match item.i64_attr(REVISION) {
+        Some(revision) => Condition::eq(REVISION, Value::n(revision)),
+        None => {
+            let mut guard = Condition::NotExists(REVISION.into());
+            if let Some(updated_at) = item.get("updated_at") {
+                guard = guard.and(Condition::eq("updated_at", updated_at.clone()));
+            }
+            guard.and(if item.contains_key(RECEIVED_AT) {
+                Condition::Exists(RECEIVED_AT.into())
+            } else {
+                Condition::NotExists(RECEIVED_AT.into())
+            })
+        }
+    }
+}
+
+/// The revision a write of `item` (as read) sets.
+pub fn next_revision(item: Option<&Item>) -> Value {
+    Value::n(item.and_then(|i| i.i64_attr(REVISION)).unwrap_or(0) + 1)
+}
 
 /// Concurrent first clicks race on creating the review; the loser re-reads and tries again.
 const WRITE_ATTEMPTS: usize = 3;
@@ -289,11 +322,12 @@ pub async fn submit(
                 change_refused,
             });
         }
-        let guard = match &previous {
+        let guard = match previous_item {
             None => Condition::item_absent(),
-            Some(p) => Condition::eq("updated_at", Value::S(keys::sortable_time(p.updated_at))),
+            Some(read) => unchanged_since(read),
         };
         let mut item = record_item(&key, "review", &review);
+        item.insert(REVISION.into(), next_revision(previous_item));
         item.insert(
             "updated_at".into(),
             Value::S(keys::sortable_time(review.updated_at)),
@@ -469,6 +503,7 @@ pub async fn settle_reviews(
                 );
                 let mut update = Update::new()
                     .set(RECEIVED_AT, Value::S(keys::sortable_time(now)))
+                    .set(REVISION, next_revision(Some(item)))
                     .remove(Index::Gsi1.pk_attribute())
                     .remove(Index::Gsi1.sk_attribute());
                 for (name, value) in attrs {
@@ -478,10 +513,12 @@ pub async fn settle_reviews(
                     WriteOp::Update {
                         key,
                         update,
-                        condition: Some(Condition::eq(
-                            Index::Gsi1.sk_attribute(),
-                            Value::s(window),
-                        )),
+                        // Its window as read, and no write since (a change in the same
+                        // millisecond keeps the window's text).
+                        condition: Some(
+                            Condition::eq(Index::Gsi1.sk_attribute(), Value::s(window))
+                                .and(unchanged_since(item)),
+                        ),
                     },
                     outbox_put(&received, now),
                 ];
