@@ -482,3 +482,80 @@ async fn requests_reach_the_function_whose_template_path_they_match() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rating_request_send_cut_off_by_a_crash_is_sent_after_the_restart() {
+    let dir = temp_dir();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let running = start_with_clock(&dir, clock.clone()).await;
+    let (_, mut settings) = admin(&running, Method::GET, "/settings", None).await;
+    settings["survey_delay_hours"] = 1.into();
+    assert_eq!(
+        admin(&running, Method::PUT, "/settings", Some(settings))
+            .await
+            .0,
+        200
+    );
+    customer()
+        .post(format!(
+            "{}/sandbox/tickets/1001/close",
+            running.info.base_url
+        ))
+        .send()
+        .await
+        .unwrap();
+    running.drain().await.unwrap();
+    let rating_requests = || {
+        outbox(&dir)
+            .into_iter()
+            .filter(|m| m.contains("To: bob@northwind.example"))
+            .count()
+    };
+    assert_eq!(rating_requests(), 0, "not due yet");
+
+    // When it falls due, a run claims the send and dies before the email goes out: the claim
+    // stays in progress, as a killed process leaves it.
+    clock.advance(chrono::Duration::hours(1));
+    let tenant = closedloop_core::ids::TenantId::parse(&running.info.tenant.tenant).unwrap();
+    let request = running
+        .store
+        .items()
+        .into_iter()
+        .find(|item| {
+            use closedloop_core::store::ItemExt;
+            item.str_attr("SK") == Some("REQUEST")
+        })
+        .expect("the scheduled rating request");
+    let request_id = {
+        use closedloop_core::store::ItemExt;
+        let pk = request.str_attr("PK").unwrap();
+        pk.rsplit_once("#SURVEY#")
+            .expect("a survey partition")
+            .1
+            .to_string()
+    };
+    let claim = format!("survey-send#{request_id}");
+    let begun = closedloop_core::idempotency::begin(
+        running.store(),
+        &tenant,
+        &claim,
+        closedloop_core::ports::Clock::now(clock.as_ref()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        begun,
+        closedloop_core::idempotency::Begin::Started
+    ));
+    running.shutdown().await;
+
+    // Restarted a few seconds later, well inside the claim's in-progress timeout.
+    clock.advance(chrono::Duration::seconds(5));
+    let running = start_with_clock(&dir, clock.clone()).await;
+    scheduler_tick(&running).await;
+    assert_eq!(rating_requests(), 1, "the cut-off request is sent once");
+    scheduler_tick(&running).await;
+    assert_eq!(rating_requests(), 1, "and only once");
+    running.shutdown().await;
+}

@@ -201,14 +201,14 @@ pub async fn start(config: RunnerConfig) -> Result<Running, RunnerError> {
             .map(|s| s.filters.clone())
             .unwrap_or_default(),
     ));
-    // Before anything runs an action: claims a killed run left behind.
+    // Before anything runs: claims a killed run left behind.
     match release_orphaned_claims(&store).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
             released = n,
-            "gave back the claims of actions a stopped run left mid-way; they run again"
+            "gave back the claims a stopped run left mid-way; their work runs again"
         ),
-        Err(e) => tracing::error!(error = %e, "could not check for actions left mid-way"),
+        Err(e) => tracing::error!(error = %e, "could not check for work left mid-way"),
     }
     if config.relay_outbox {
         tasks.spawn(relay_loop(
@@ -347,55 +347,21 @@ async fn relay_loop(
     }
 }
 
-/// Gives back the claims of actions that a killed run left in progress, and returns how many.
+/// Gives back the claims a killed run left in progress (actions, rating-request sends, any
+/// other side effect), and returns how many.
 ///
-/// An action's claim blocks every other run of it for its in-progress timeout (2 minutes), in
+/// A claim blocks every other run of its effect for its in-progress timeout (2 minutes), in
 /// case its holder is still working. On AWS, EventBridge keeps retrying for longer than that;
-/// the local bus gives up after a few seconds and would dead-letter the redelivered action. But
-/// here the store's lock says no other process is running anything, so a claim still in progress
-/// at start belongs to a dead run. The actions such a run can have been working on are the
-/// `action.requested` events the relay had not yet moved its checkpoint past (it moves only
-/// after the bus delivered a batch), so those are the claims checked. The redelivery then runs
-/// the action again: a helpdesk call the dead run had made is repeated with the same
-/// idempotency key (docs/faults.md).
+/// the local bus gives up after a few seconds and would dead-letter the redelivered work. But
+/// here the store's lock says no other process is running anything, so every claim still in
+/// progress at start belongs to a dead run. The redelivery then does the work again: a helpdesk
+/// call the dead run had made is repeated with the same idempotency key (docs/faults.md).
 async fn release_orphaned_claims(
     store: &JournalStore,
 ) -> Result<usize, closedloop_core::store::StoreError> {
-    use closedloop_core::automation::ActionRequest;
-    use closedloop_core::event::EventType;
-    use closedloop_core::store::ItemExt;
-    let mut after = store.stream_checkpoint_get(RELAY_CONSUMER).await?;
-    let mut released = 0;
-    loop {
-        let records = store.stream_read(after, 1000).await?;
-        let Some(last) = records.last().map(|r| r.seq) else {
-            return Ok(released);
-        };
-        for record in &records {
-            let Ok(event) = closedloop_core::outbox::envelope_from_image(&record.new_image) else {
-                continue;
-            };
-            if event.event_type != EventType::ActionRequested {
-                continue;
-            }
-            let Ok(request) = serde_json::from_value::<ActionRequest>(event.data.clone()) else {
-                continue;
-            };
-            let claim = request.claim();
-            let key = closedloop_core::keys::idempotency(&event.tenant_id, &claim);
-            let in_progress = store
-                .get(&key)
-                .await?
-                .is_some_and(|item| item.str_attr("status") == Some("INPROGRESS"));
-            if in_progress {
-                closedloop_core::idempotency::release(store, &event.tenant_id, &claim)
-                    .await
-                    .map_err(|closedloop_core::idempotency::IdempotencyError::Store(e)| e)?;
-                released += 1;
-            }
-        }
-        after = last;
-    }
+    closedloop_core::idempotency::release_abandoned(store, store.items())
+        .await
+        .map_err(|closedloop_core::idempotency::IdempotencyError::Store(e)| e)
 }
 
 /// The table's stream as the relay reads it: the template's filters, and one reader at a time

@@ -138,6 +138,35 @@ pub fn forget_op(tenant: &TenantId, key: &str) -> WriteOp {
     }
 }
 
+/// Gives back every claim among `items` that is still in progress, and returns how many.
+///
+/// Only for a caller that knows no other process can be holding a claim (the local runner at
+/// start, under its store's lock): there, a claim in progress was left by a run that died
+/// mid-way, and would otherwise block its work until the in-progress timeout.
+pub async fn release_abandoned(
+    store: &dyn ItemStore,
+    items: impl IntoIterator<Item = crate::store::Item>,
+) -> Result<usize, IdempotencyError> {
+    let mut released = 0;
+    for item in items {
+        let in_progress = item.str_attr(crate::store::SK) == Some("IDEMPOTENCY")
+            && item.str_attr(STATUS) == Some(IN_PROGRESS);
+        let Some(pk) = item.str_attr(crate::store::PK).filter(|_| in_progress) else {
+            continue;
+        };
+        let key = crate::store::Key::new(pk, "IDEMPOTENCY");
+        match store
+            .delete(&key, Some(Condition::eq(STATUS, Value::s(IN_PROGRESS))))
+            .await
+        {
+            Ok(()) => released += 1,
+            Err(e) if e.is_condition_failure() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(released)
+}
+
 /// Gives the claim back after a failure, so a retry can run the effect.
 pub async fn release(
     store: &dyn ItemStore,
