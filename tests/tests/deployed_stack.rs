@@ -10,6 +10,8 @@
 //! (admin-api). The two sweeps are invoked once each. Every function runs under its own role.
 #![cfg(feature = "emulators")]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use closedloop_aws::store::DynamoStore;
@@ -30,14 +32,7 @@ fn env(name: &str) -> String {
 }
 
 async fn ministack_sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(env("CLOSEDLOOP_MINISTACK_URL"))
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
+    common::emulator_sdk(&env("CLOSEDLOOP_MINISTACK_URL")).await
 }
 
 /// Every sent message the emulator reports, as JSON. ministack answers

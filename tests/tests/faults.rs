@@ -570,40 +570,6 @@ fn child_process_entry() {
     });
 }
 
-/// A receiver of the generic connector's calls that applies each idempotency key once, as
-/// the connector's contract asks (docs/webhooks.md), and answers a little late, so a kill
-/// lands while calls are in flight.
-#[derive(Default)]
-struct Receiver {
-    /// Every note call: (idempotency key, ticket, when it arrived).
-    calls: Mutex<Vec<(String, String, Instant)>>,
-}
-
-struct Receive(Arc<Receiver>);
-
-impl Respond for Receive {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        if body["operation"] == "add_internal_note" {
-            let key = request
-                .headers
-                .get("Idempotency-Key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let ticket = body["ticket_id"].as_str().unwrap_or_default().to_string();
-            self.0
-                .calls
-                .lock()
-                .unwrap()
-                .push((key, ticket, Instant::now()));
-        }
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"ok": true}))
-            .set_delay(Duration::from_millis(150))
-    }
-}
-
 fn signed_ticket_created(secret: &str, ticket: usize) -> (String, String) {
     let body = json!({
         "delivery_id": format!("created-{ticket}"), "type": "ticket.created",
@@ -628,11 +594,11 @@ async fn the_runner_killed_mid_batch_and_restarted_drains_with_each_note_applied
     const KILL_AFTER: usize = 10;
     let dir = common::temp_dir();
     let server = MockServer::start().await;
-    let receiver = Arc::new(Receiver::default());
+    let receiver = common::NoteReceiver::new(Duration::from_millis(150));
     Mock::given(method("POST"))
         .and(path("/helpdesk"))
         .and(header_exists("X-Closedloop-Signature"))
-        .respond_with(Receive(receiver.clone()))
+        .respond_with(receiver.clone())
         .mount(&server)
         .await;
 

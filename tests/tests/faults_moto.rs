@@ -4,8 +4,10 @@
 //! as Lambda retries a failed batch. Nothing is lost and nothing takes effect twice.
 #![cfg(feature = "emulators")]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -27,22 +29,7 @@ use closedloop_core::{keys, tenancy};
 use closedloop_embedded::outbox_mailer::OutboxMailer;
 use serde_json::{Value, json};
 use wiremock::matchers::{header_exists, method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-fn moto_url() -> String {
-    std::env::var("AWS_ENDPOINT_URL_MOTO").unwrap_or_else(|_| "http://127.0.0.1:5055".into())
-}
-
-async fn sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
-}
+use wiremock::{Mock, MockServer};
 
 fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -50,44 +37,12 @@ fn acme() -> TenantId {
 
 const SECRET: &str = "generic-secret-0123456789abcdef";
 
-/// A receiver of the generic connector's note calls that applies each idempotency key once
-/// (the connector's contract) and answers a little late, so an abort lands mid-call.
-#[derive(Default)]
-struct Receiver {
-    calls: Mutex<Vec<(String, String, Instant)>>,
-}
-
-struct Receive(Arc<Receiver>);
-
-impl Respond for Receive {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let key = request
-            .headers
-            .get("Idempotency-Key")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        if body["operation"] == "add_internal_note" && body["idempotency_key"] == json!(key) {
-            let ticket = body["ticket_id"].as_str().unwrap_or_default().to_string();
-            self.0
-                .calls
-                .lock()
-                .unwrap()
-                .push((key, ticket, Instant::now()));
-        }
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"ok": true}))
-            .set_delay(Duration::from_millis(100))
-    }
-}
-
 /// A tenant on DynamoDB (moto) whose helpdesk is the generic connector to a local receiver.
 struct World {
     store: Arc<dyn ItemStore>,
     // Kept alive: dropping it stops the receiver.
     _server: MockServer,
-    receiver: Arc<Receiver>,
+    receiver: common::NoteReceiver,
     directory: StoreConnectorDirectory,
     mailer: OutboxMailer,
     webhooks: HttpWebhookSender,
@@ -96,7 +51,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let sdk = sdk().await;
+    let sdk = common::emulator_sdk(&common::moto_url()).await;
     let run = ulid::Ulid::new().to_string().to_lowercase();
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("faults-{run}");
@@ -112,11 +67,11 @@ async fn world() -> World {
     .await
     .unwrap();
     let server = MockServer::start().await;
-    let receiver = Arc::new(Receiver::default());
+    let receiver = common::NoteReceiver::new(Duration::from_millis(100));
     Mock::given(method("POST"))
         .and(path("/helpdesk"))
         .and(header_exists("X-Closedloop-Signature"))
-        .respond_with(Receive(receiver.clone()))
+        .respond_with(receiver.clone())
         .mount(&server)
         .await;
     helpdesk::put_config(

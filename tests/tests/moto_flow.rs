@@ -3,6 +3,8 @@
 //! standing in for the Lambda target), handled by `survey-scheduler`, email out through SES v2.
 #![cfg(feature = "emulators")]
 
+mod common;
+
 use std::sync::Arc;
 
 use aws_sdk_eventbridge::types::Target;
@@ -23,19 +25,10 @@ use closedloop_core::{keys, tenancy};
 use closedloop_eventpattern::template::Routes;
 use tower::ServiceExt;
 
-fn moto_url() -> String {
-    std::env::var("AWS_ENDPOINT_URL_MOTO").unwrap_or_else(|_| "http://127.0.0.1:5055".into())
-}
+use common::moto_url;
 
 async fn sdk() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .load()
-        .await
+    common::emulator_sdk(&moto_url()).await
 }
 
 /// Every object in moto's state dump that looks like a sent SES message.

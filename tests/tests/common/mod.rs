@@ -112,3 +112,61 @@ pub async fn stored_review(running: &Running, link: &str) -> Option<Review> {
         .unwrap()?;
     Some(read_record(&item).unwrap())
 }
+
+/// The SDK configuration for an AWS emulator on loopback (moto or ministack).
+pub async fn emulator_sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+/// moto's URL: scripts/test.sh exports `AWS_ENDPOINT_URL_MOTO`.
+pub fn moto_url() -> String {
+    std::env::var("AWS_ENDPOINT_URL_MOTO").unwrap_or_else(|_| "http://127.0.0.1:5055".into())
+}
+
+/// A helpdesk behind the generic connector that applies each idempotency key once, as the
+/// connector's contract asks (docs/webhooks.md), and answers after `delay`, so a kill or an
+/// abort lands while calls are in flight. Mount it with `respond_with(receiver.clone())`.
+#[derive(Clone)]
+pub struct NoteReceiver {
+    /// Every note call whose body and header carry the same key: (key, ticket, arrival).
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String, std::time::Instant)>>>,
+    delay: std::time::Duration,
+}
+
+impl NoteReceiver {
+    pub fn new(delay: std::time::Duration) -> Self {
+        NoteReceiver {
+            calls: Default::default(),
+            delay,
+        }
+    }
+}
+
+impl wiremock::Respond for NoteReceiver {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let key = request
+            .headers
+            .get("Idempotency-Key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if body["operation"] == "add_internal_note" && body["idempotency_key"] == key.as_str() {
+            let ticket = body["ticket_id"].as_str().unwrap_or_default().to_string();
+            self.calls
+                .lock()
+                .unwrap()
+                .push((key, ticket, std::time::Instant::now()));
+        }
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"ok": true}))
+            .set_delay(self.delay)
+    }
+}
