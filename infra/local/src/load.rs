@@ -247,6 +247,30 @@ pub async fn send_all(
     Ok((all, measured))
 }
 
+/// One measured run through `running`: the health baseline at the same request count and
+/// concurrency, then `requests` (bodies kept), then the outbox drained (timed apart).
+async fn measured_run(
+    running: &Running,
+    requests: Vec<Request>,
+    connections: usize,
+) -> Result<(Measured, Vec<Answer>, Measured, f64), String> {
+    let addr = running.addr;
+    let baseline = health(addr, requests.len(), connections)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (answers, measured) = send_all(addr, Arc::new(requests), connections, |_| true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let relaying = Instant::now();
+    running.drain().await.map_err(|e| e.to_string())?;
+    Ok((
+        baseline,
+        answers,
+        measured,
+        relaying.elapsed().as_secs_f64(),
+    ))
+}
+
 /// The baseline: the runner's health endpoint, `requests` times at the same concurrency.
 pub async fn health(
     addr: SocketAddr,
@@ -571,18 +595,11 @@ pub async fn clicks(
         surveys: targets.len(),
         ..ClickReport::default()
     };
-    report.baseline = Some(
-        health(addr, requests.len(), plan.connections)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let (answers, measured) = send_all(addr, Arc::new(requests), plan.connections, |_| true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (baseline, answers, measured, relay_seconds) =
+        measured_run(running, requests, plan.connections).await?;
+    report.baseline = Some(baseline);
     report.clicks = Some(measured);
-    let relaying = Instant::now();
-    running.drain().await.map_err(|e| e.to_string())?;
-    report.relay_seconds = relaying.elapsed().as_secs_f64();
+    report.relay_seconds = relay_seconds;
     for answer in &answers {
         *report.statuses.entry(answer.status).or_default() += 1;
         if answer.body.contains("can no longer be changed") {
@@ -1044,24 +1061,16 @@ pub async fn webhooks(
             body: bodies[n].clone(),
         })
         .collect();
-    let addr = running.addr;
     let mut report = WebhookReport {
         unique,
         duplicates,
         ..WebhookReport::default()
     };
-    report.baseline = Some(
-        health(addr, requests.len(), plan.connections)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let (answers, measured) = send_all(addr, Arc::new(requests), plan.connections, |_| true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (baseline, answers, measured, relay_seconds) =
+        measured_run(running, requests, plan.connections).await?;
+    report.baseline = Some(baseline);
     report.deliveries = Some(measured);
-    let relaying = Instant::now();
-    running.drain().await.map_err(|e| e.to_string())?;
-    report.relay_seconds = relaying.elapsed().as_secs_f64();
+    report.relay_seconds = relay_seconds;
 
     let mut accepted = vec![0usize; unique];
     let say = |failures: &mut Vec<String>, failure: String| {
